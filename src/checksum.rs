@@ -169,7 +169,12 @@ fn constant_time_eq_ignore_ascii_case(a: &[u8], b: &[u8]) -> bool {
 
 /// `unsigned_query` followed by `checksum=…` for `secret`: the query string a
 /// backend receives. The client's bytes are kept as they are.
-pub fn signed_query(call: &str, unsigned_query: &str, secret: &str, algorithm: Algorithm) -> String {
+pub fn signed_query(
+    call: &str,
+    unsigned_query: &str,
+    secret: &str,
+    algorithm: Algorithm,
+) -> String {
     let checksum = sign(call, unsigned_query, secret, algorithm);
     if unsigned_query.is_empty() {
         format!("checksum={checksum}")
@@ -211,7 +216,8 @@ mod tests {
     use super::*;
 
     const DOC_SECRET: &str = "639259d4-9dd8-4b25-bf01-95f9567eaf4b";
-    const DOC_QUERY: &str = "name=Test+Meeting&meetingID=abc123&attendeePW=111222&moderatorPW=333444";
+    const DOC_QUERY: &str =
+        "name=Test+Meeting&meetingID=abc123&attendeePW=111222&moderatorPW=333444";
 
     #[test]
     fn documentation_test_vector() {
@@ -288,7 +294,8 @@ mod tests {
 
     #[test]
     fn form_body_is_sorted_and_reencoded() {
-        let (s, sums) = form_body_signing_string(b"name=Test%20Meeting&meetingID=abc&checksum=ff&attendeePW=1");
+        let (s, sums) =
+            form_body_signing_string(b"name=Test%20Meeting&meetingID=abc&checksum=ff&attendeePW=1");
         assert_eq!(s, "attendeePW=1&meetingID=abc&name=Test+Meeting");
         assert_eq!(sums, vec!["ff".to_string()]);
         let (s, _) = form_body_signing_string(b"b=%C3%BC*._-~&a=x");

@@ -1,1 +1,5 @@
+pub mod api;
 pub mod checksum;
+pub mod config;
+pub mod errors;
+pub mod xml;

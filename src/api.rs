@@ -1,0 +1,438 @@
+//! A request, parsed once: which BBB call it is, whether its checksum holds,
+//! the parameters routing needs (meetingID, recordID), and how to re-sign it
+//! for a backend without touching the client's bytes.
+//!
+//! Pure: no I/O. Owns the BBB rules about *where* the signed string comes
+//! from (URL query, or the sorted form body of a POST with an empty query).
+//! Does not own routing (see `routing`) or the hash rules (see `checksum`).
+
+use crate::checksum::{self, Algorithm};
+use crate::config::ServerSpec;
+use crate::errors::ApiError;
+use bytes::Bytes;
+use hyper::Method;
+use hyper::header::HeaderValue;
+
+/// The BBB API calls tinyscale knows how to route.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Call {
+    Create,
+    Join,
+    IsMeetingRunning,
+    GetMeetingInfo,
+    End,
+    GetMeetings,
+    InsertDocument,
+    SendChatMessage,
+    GetRecordings,
+    PublishRecordings,
+    DeleteRecordings,
+    UpdateRecordings,
+    GetRecordingTextTracks,
+    PutRecordingTextTrack,
+}
+
+impl Call {
+    pub fn from_name(name: &str) -> Option<Call> {
+        Some(match name {
+            "create" => Call::Create,
+            "join" => Call::Join,
+            "isMeetingRunning" => Call::IsMeetingRunning,
+            "getMeetingInfo" => Call::GetMeetingInfo,
+            "end" => Call::End,
+            "getMeetings" => Call::GetMeetings,
+            "insertDocument" => Call::InsertDocument,
+            "sendChatMessage" => Call::SendChatMessage,
+            "getRecordings" => Call::GetRecordings,
+            "publishRecordings" => Call::PublishRecordings,
+            "deleteRecordings" => Call::DeleteRecordings,
+            "updateRecordings" => Call::UpdateRecordings,
+            "getRecordingTextTracks" => Call::GetRecordingTextTracks,
+            "putRecordingTextTrack" => Call::PutRecordingTextTrack,
+            _ => return None,
+        })
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Call::Create => "create",
+            Call::Join => "join",
+            Call::IsMeetingRunning => "isMeetingRunning",
+            Call::GetMeetingInfo => "getMeetingInfo",
+            Call::End => "end",
+            Call::GetMeetings => "getMeetings",
+            Call::InsertDocument => "insertDocument",
+            Call::SendChatMessage => "sendChatMessage",
+            Call::GetRecordings => "getRecordings",
+            Call::PublishRecordings => "publishRecordings",
+            Call::DeleteRecordings => "deleteRecordings",
+            Call::UpdateRecordings => "updateRecordings",
+            Call::GetRecordingTextTracks => "getRecordingTextTracks",
+            Call::PutRecordingTextTrack => "putRecordingTextTrack",
+        }
+    }
+
+    /// The recording text-track calls answer in JSON, errors included.
+    pub fn answers_json(self) -> bool {
+        matches!(
+            self,
+            Call::GetRecordingTextTracks | Call::PutRecordingTextTrack
+        )
+    }
+}
+
+/// What the path asks for.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Target<'a> {
+    /// `/`, `/bigbluebutton/api`, `/bigbluebutton/api/`.
+    Root,
+    Api(Call),
+    /// A call name BBB has but tinyscale does not route (or none at all).
+    Unsupported(&'a str),
+    /// Not an API path at all.
+    Other,
+}
+
+pub fn target(path: &str) -> Target<'_> {
+    match path {
+        "/" | "/bigbluebutton/api" | "/bigbluebutton/api/" => Target::Root,
+        _ => match path.strip_prefix("/bigbluebutton/api/") {
+            Some(name) => Call::from_name(name).map_or(Target::Unsupported(name), Target::Api),
+            None => Target::Other,
+        },
+    }
+}
+
+/// Where the client put its signature, and so how a backend's must be put.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Signing {
+    /// The usual case: the URL query minus its checksum, byte for byte.
+    Query(String),
+    /// A form POST with an empty URL query (bbb-web 2.7+): the body carries
+    /// the parameters and the checksum.
+    FormBody,
+}
+
+/// An API request whose checksum has been verified.
+#[derive(Clone, Debug)]
+pub struct ApiRequest {
+    pub call: Call,
+    pub method: Method,
+    pub content_type: Option<HeaderValue>,
+    pub body: Bytes,
+    signing: Signing,
+    /// Parameters decoded from the query and, for form posts, the body.
+    params: Vec<(String, String)>,
+}
+
+fn is_form(content_type: Option<&HeaderValue>) -> bool {
+    content_type.and_then(|v| v.to_str().ok()).is_some_and(|v| {
+        v.trim_start()
+            .to_ascii_lowercase()
+            .starts_with("application/x-www-form-urlencoded")
+    })
+}
+
+impl ApiRequest {
+    /// Verifies the checksum exactly as bbb-web does and parses the
+    /// parameters routing needs.
+    pub fn parse(
+        call: Call,
+        method: Method,
+        raw_query: Option<&str>,
+        content_type: Option<HeaderValue>,
+        body: Bytes,
+        secret: &str,
+        allowed: &[Algorithm],
+    ) -> Result<ApiRequest, ApiError> {
+        let raw_query = raw_query.unwrap_or("");
+        let form = method == Method::POST && is_form(content_type.as_ref());
+        let body_params: Vec<(String, String)> = if form {
+            form_urlencoded::parse(&body).into_owned().collect()
+        } else {
+            Vec::new()
+        };
+        let signing = if raw_query.is_empty() && form {
+            let (signed, checksums) = checksum::form_body_signing_string(&body);
+            // None, or more than one: both are a checksumError in bbb-web.
+            let [given] = checksums.as_slice() else {
+                return Err(ApiError::Checksum);
+            };
+            checksum::verify(call.name(), &signed, given, secret, allowed)
+                .map_err(|_| ApiError::Checksum)?;
+            Signing::FormBody
+        } else {
+            let split = checksum::split_checksum(raw_query).map_err(|_| ApiError::Checksum)?;
+            // bbb-web sees the query's and the form body's parameters as one
+            // map: a second checksum in the body is a duplicate too.
+            if body_params.iter().any(|(k, _)| k == "checksum") {
+                return Err(ApiError::Checksum);
+            }
+            checksum::verify(
+                call.name(),
+                &split.unsigned,
+                split.checksum,
+                secret,
+                allowed,
+            )
+            .map_err(|_| ApiError::Checksum)?;
+            Signing::Query(split.unsigned)
+        };
+        let mut params: Vec<(String, String)> = form_urlencoded::parse(raw_query.as_bytes())
+            .into_owned()
+            .collect();
+        params.extend(body_params);
+        Ok(ApiRequest {
+            call,
+            method,
+            content_type,
+            body,
+            signing,
+            params,
+        })
+    }
+
+    /// The first value of a parameter, decoded (`+` and `%20` are spaces).
+    pub fn param(&self, name: &str) -> Option<&str> {
+        self.params
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The meetingID, if given and not empty.
+    pub fn meeting_id(&self) -> Option<&str> {
+        self.param("meetingID").filter(|id| !id.is_empty())
+    }
+
+    /// The recordIDs of a comma-separated `recordID`, without blanks.
+    pub fn record_ids(&self) -> Vec<String> {
+        self.param("recordID")
+            .map(|ids| {
+                ids.split(',')
+                    .map(str::trim)
+                    .filter(|id| !id.is_empty())
+                    .map(str::to_string)
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// The request as `server` must receive it: the same bytes, signed with
+    /// its secret. `record_ids`, when given, replaces the value of
+    /// `recordID` (for a call whose recordings live on several servers).
+    pub fn for_server(&self, server: &ServerSpec, record_ids: Option<&[String]>) -> Outgoing {
+        let call = self.call.name();
+        let replacement = record_ids.map(|ids| {
+            let joined = ids.join(",");
+            form_urlencoded::byte_serialize(joined.as_bytes()).collect::<String>()
+        });
+        match &self.signing {
+            Signing::Query(unsigned) => {
+                let unsigned = match &replacement {
+                    Some(value) => replace_param(unsigned, "recordID", value),
+                    None => unsigned.clone(),
+                };
+                let query =
+                    checksum::signed_query(call, &unsigned, &server.secret, server.checksum);
+                Outgoing {
+                    uri: format!("{}{call}?{query}", server.api_root()),
+                    body: self.body.clone(),
+                }
+            }
+            Signing::FormBody => {
+                let body = String::from_utf8_lossy(&self.body);
+                let mut body = remove_param(&body, "checksum");
+                if let Some(value) = &replacement {
+                    body = replace_param(&body, "recordID", value);
+                }
+                let (signed, _) = checksum::form_body_signing_string(body.as_bytes());
+                let sum = checksum::sign(call, &signed, &server.secret, server.checksum);
+                if !body.is_empty() {
+                    body.push('&');
+                }
+                body.push_str("checksum=");
+                body.push_str(&sum);
+                Outgoing {
+                    uri: format!("{}{call}", server.api_root()),
+                    body: Bytes::from(body),
+                }
+            }
+        }
+    }
+}
+
+/// A request ready for one backend.
+#[derive(Clone, Debug)]
+pub struct Outgoing {
+    /// Absolute URL including the backend's checksum. Never log it.
+    pub uri: String,
+    pub body: Bytes,
+}
+
+/// A call tinyscale makes on its own behalf (owner search, recording
+/// lookup): `query` is built by us, so it is ours to encode.
+pub fn own_call(server: &ServerSpec, call: &str, query: &str) -> String {
+    format!(
+        "{}{call}?{}",
+        server.api_root(),
+        checksum::signed_query(call, query, &server.secret, server.checksum)
+    )
+}
+
+/// Replaces the raw value of every `name=` pair, leaving every other byte.
+fn replace_param(raw: &str, name: &str, raw_value: &str) -> String {
+    raw.split('&')
+        .map(|pair| match pair.split_once('=') {
+            Some((k, _)) if k == name => format!("{k}={raw_value}"),
+            _ => pair.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+fn remove_param(raw: &str, name: &str) -> String {
+    raw.split('&')
+        .filter(|pair| pair.split_once('=').map_or(*pair, |(k, _)| k) != name)
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SECRET: &str = "client-secret";
+
+    fn server() -> ServerSpec {
+        ServerSpec {
+            base: "http://127.0.0.1:1".into(),
+            secret: "backend-secret".into(),
+            checksum: Algorithm::Sha256,
+        }
+    }
+
+    fn get(call: Call, unsigned: &str) -> Result<ApiRequest, ApiError> {
+        let q = checksum::signed_query(call.name(), unsigned, SECRET, Algorithm::Sha1);
+        ApiRequest::parse(
+            call,
+            Method::GET,
+            Some(&q),
+            None,
+            Bytes::new(),
+            SECRET,
+            &Algorithm::ALL,
+        )
+    }
+
+    #[test]
+    fn targets() {
+        assert_eq!(target("/"), Target::Root);
+        assert_eq!(target("/bigbluebutton/api/"), Target::Root);
+        assert_eq!(
+            target("/bigbluebutton/api/create"),
+            Target::Api(Call::Create)
+        );
+        assert_eq!(
+            target("/bigbluebutton/api/hooks/list"),
+            Target::Unsupported("hooks/list")
+        );
+        assert_eq!(target("/favicon.ico"), Target::Other);
+    }
+
+    #[test]
+    fn parses_params_with_both_space_encodings() {
+        let r = get(Call::Create, "name=A+b%20c&meetingID=x%26y+%C3%BC").unwrap();
+        assert_eq!(r.param("name"), Some("A b c"));
+        assert_eq!(r.meeting_id(), Some("x&y ü"));
+    }
+
+    #[test]
+    fn refuses_bad_and_duplicate_checksums() {
+        let q = "meetingID=a&checksum=0000000000000000000000000000000000000000";
+        let r = ApiRequest::parse(
+            Call::End,
+            Method::GET,
+            Some(q),
+            None,
+            Bytes::new(),
+            SECRET,
+            &Algorithm::ALL,
+        );
+        assert_eq!(r.unwrap_err(), ApiError::Checksum);
+        let good = checksum::signed_query("end", "meetingID=a", SECRET, Algorithm::Sha1);
+        let twice = format!("{good}&{}", good.split('&').nth(1).unwrap());
+        let r = ApiRequest::parse(
+            Call::End,
+            Method::GET,
+            Some(&twice),
+            None,
+            Bytes::new(),
+            SECRET,
+            &Algorithm::ALL,
+        );
+        assert_eq!(r.unwrap_err(), ApiError::Checksum);
+    }
+
+    #[test]
+    fn forwards_raw_query_byte_for_byte() {
+        let unsigned = "name=A+b%20c&meetingID=x%26y";
+        let r = get(Call::Create, unsigned).unwrap();
+        let out = r.for_server(&server(), None);
+        let expected =
+            checksum::signed_query("create", unsigned, "backend-secret", Algorithm::Sha256);
+        assert_eq!(
+            out.uri,
+            format!("http://127.0.0.1:1/bigbluebutton/api/create?{expected}")
+        );
+    }
+
+    #[test]
+    fn replaces_record_ids_only() {
+        let r = get(Call::PublishRecordings, "recordID=a,b,c&publish=true").unwrap();
+        assert_eq!(r.record_ids(), vec!["a", "b", "c"]);
+        let out = r.for_server(&server(), Some(&["b".to_string(), "c".to_string()]));
+        assert!(
+            out.uri
+                .contains("publishRecordings?recordID=b%2Cc&publish=true&checksum=")
+        );
+    }
+
+    #[test]
+    fn form_body_signed_post() {
+        let form = HeaderValue::from_static("application/x-www-form-urlencoded");
+        let (signed, _) = checksum::form_body_signing_string(b"meetingID=m+1&name=N");
+        let sum = checksum::sign("create", &signed, SECRET, Algorithm::Sha256);
+        let body = Bytes::from(format!("name=N&meetingID=m+1&checksum={sum}"));
+        let r = ApiRequest::parse(
+            Call::Create,
+            Method::POST,
+            None,
+            Some(form.clone()),
+            body,
+            SECRET,
+            &Algorithm::ALL,
+        )
+        .unwrap();
+        assert_eq!(r.meeting_id(), Some("m 1"));
+        let out = r.for_server(&server(), None);
+        assert_eq!(out.uri, "http://127.0.0.1:1/bigbluebutton/api/create");
+        let expected = checksum::sign("create", &signed, "backend-secret", Algorithm::Sha256);
+        assert_eq!(
+            out.body,
+            Bytes::from(format!("name=N&meetingID=m+1&checksum={expected}"))
+        );
+
+        let bad = Bytes::from("name=N&meetingID=m+1&checksum=00");
+        let r = ApiRequest::parse(
+            Call::Create,
+            Method::POST,
+            None,
+            Some(form),
+            bad,
+            SECRET,
+            &Algorithm::ALL,
+        );
+        assert_eq!(r.unwrap_err(), ApiError::Checksum);
+    }
+}

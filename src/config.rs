@@ -1,0 +1,427 @@
+//! Configuration: the environment (`PORT`, `TINYSCALE_*`) and `servers.json`.
+//!
+//! Owns parsing and validating both, and explaining what is wrong in a way an
+//! administrator can act on (file, entry, problem). Does not own the running
+//! state built from it (see `state`) nor the reading of files at reload time
+//! beyond [`load_servers`].
+
+use crate::checksum::Algorithm;
+use serde::Deserialize;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Settings taken from the environment at start-up.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub listen: SocketAddr,
+    /// The one secret the LMS signs with.
+    pub secret: String,
+    pub servers_path: PathBuf,
+    /// Algorithms accepted from clients.
+    pub algorithms: Vec<Algorithm>,
+    pub connect_timeout: Duration,
+    pub response_timeout: Duration,
+    /// Largest request body accepted (create slides, insertDocument, text tracks).
+    pub max_body: usize,
+    pub log_filter: String,
+}
+
+/// The reasons the environment can be refused. Each displays as one line.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum ConfigError {
+    #[error("TINYSCALE_SECRET is not set: set it to the shared secret your LMS uses")]
+    MissingSecret,
+    #[error("{name}={value:?} is not valid: {why}")]
+    BadVariable {
+        name: &'static str,
+        value: String,
+        why: String,
+    },
+    #[error("{file}: {problem}")]
+    Servers { file: String, problem: String },
+}
+
+pub const DEFAULT_PORT: u16 = 8000;
+pub const DEFAULT_MAX_BODY: usize = 64 * 1024 * 1024;
+
+impl Settings {
+    /// Reads the settings through `var` (the process environment in
+    /// production, a map in tests).
+    pub fn from_vars(var: impl Fn(&str) -> Option<String>) -> Result<Settings, ConfigError> {
+        let secret = var("TINYSCALE_SECRET").unwrap_or_default();
+        if secret.trim().is_empty() {
+            return Err(ConfigError::MissingSecret);
+        }
+        let port = match var("PORT") {
+            Some(v) => v
+                .trim()
+                .parse::<u16>()
+                .map_err(|_| ConfigError::BadVariable {
+                    name: "PORT",
+                    value: v.clone(),
+                    why: "expected a port number from 0 to 65535".into(),
+                })?,
+            None => DEFAULT_PORT,
+        };
+        let bind = match var("TINYSCALE_BIND") {
+            Some(v) => v
+                .trim()
+                .parse::<IpAddr>()
+                .map_err(|_| ConfigError::BadVariable {
+                    name: "TINYSCALE_BIND",
+                    value: v.clone(),
+                    why: "expected an IP address such as 0.0.0.0, 127.0.0.1 or ::".into(),
+                })?,
+            None => IpAddr::from([0, 0, 0, 0]),
+        };
+        let algorithms = match var("TINYSCALE_CHECKSUM_ALGORITHMS") {
+            Some(v) => parse_algorithms(&v).map_err(|why| ConfigError::BadVariable {
+                name: "TINYSCALE_CHECKSUM_ALGORITHMS",
+                value: v.clone(),
+                why,
+            })?,
+            None => Algorithm::ALL.to_vec(),
+        };
+        let seconds = |name: &'static str, default: f64| -> Result<Duration, ConfigError> {
+            match var(name) {
+                Some(v) => parse_seconds(&v).map_err(|why| ConfigError::BadVariable {
+                    name,
+                    value: v.clone(),
+                    why,
+                }),
+                None => Ok(Duration::from_secs_f64(default)),
+            }
+        };
+        let max_body = match var("TINYSCALE_MAX_BODY") {
+            Some(v) => parse_size(&v).map_err(|why| ConfigError::BadVariable {
+                name: "TINYSCALE_MAX_BODY",
+                value: v.clone(),
+                why,
+            })?,
+            None => DEFAULT_MAX_BODY,
+        };
+        Ok(Settings {
+            listen: SocketAddr::new(bind, port),
+            secret,
+            servers_path: PathBuf::from(
+                var("TINYSCALE_SERVERS").unwrap_or_else(|| "./servers.json".into()),
+            ),
+            algorithms,
+            connect_timeout: seconds("TINYSCALE_CONNECT_TIMEOUT", 3.0)?,
+            response_timeout: seconds("TINYSCALE_RESPONSE_TIMEOUT", 10.0)?,
+            max_body,
+            log_filter: var("TINYSCALE_LOG").unwrap_or_else(|| "info".into()),
+        })
+    }
+}
+
+fn parse_algorithms(text: &str) -> Result<Vec<Algorithm>, String> {
+    let mut out = Vec::new();
+    for name in text.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let algorithm = Algorithm::parse(name).ok_or_else(|| {
+            format!("unknown algorithm {name:?} (use sha1, sha256, sha384, sha512)")
+        })?;
+        if !out.contains(&algorithm) {
+            out.push(algorithm);
+        }
+    }
+    if out.is_empty() {
+        return Err("name at least one of sha1, sha256, sha384, sha512".into());
+    }
+    Ok(out)
+}
+
+/// Seconds, decimals allowed (`0.5`), more than zero.
+fn parse_seconds(text: &str) -> Result<Duration, String> {
+    let value: f64 = text
+        .trim()
+        .parse()
+        .map_err(|_| "expected a number of seconds, such as 3 or 0.5".to_string())?;
+    if !(value > 0.0 && value < 86_400.0) {
+        return Err("expected more than 0 and less than a day".into());
+    }
+    Ok(Duration::from_secs_f64(value))
+}
+
+/// A byte count, optionally with a K, M or G suffix (binary: 64M = 64 MiB).
+fn parse_size(text: &str) -> Result<usize, String> {
+    let t = text.trim().to_ascii_uppercase();
+    let t = t.trim_end_matches("IB").trim_end_matches('B');
+    let (digits, factor) = match t.chars().last() {
+        Some('K') => (&t[..t.len() - 1], 1usize << 10),
+        Some('M') => (&t[..t.len() - 1], 1 << 20),
+        Some('G') => (&t[..t.len() - 1], 1 << 30),
+        _ => (t, 1),
+    };
+    digits
+        .trim()
+        .parse::<usize>()
+        .ok()
+        .and_then(|n| n.checked_mul(factor))
+        .filter(|&n| n > 0)
+        .ok_or_else(|| "expected a size in bytes, such as 67108864 or 64M".into())
+}
+
+/// One BBB server as configured.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServerSpec {
+    /// The server root, `scheme://host[:port]` plus any path before
+    /// `/bigbluebutton/api`, without a trailing slash. Also its identity.
+    pub base: String,
+    pub secret: String,
+    /// The algorithm used to sign calls to this server.
+    pub checksum: Algorithm,
+}
+
+impl ServerSpec {
+    /// The API root, ending in a slash: `https://bbb1.example.org/bigbluebutton/api/`.
+    pub fn api_root(&self) -> String {
+        format!("{}/bigbluebutton/api/", self.base)
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawServer {
+    host: Option<String>,
+    secret: Option<String>,
+    checksum: Option<String>,
+}
+
+/// Reads and validates a servers file.
+pub async fn load_servers(path: &Path) -> Result<Vec<ServerSpec>, ConfigError> {
+    let file = path.display().to_string();
+    let text = tokio::fs::read_to_string(path)
+        .await
+        .map_err(|e| ConfigError::Servers {
+            file: file.clone(),
+            problem: format!("cannot be read: {e}"),
+        })?;
+    parse_servers(&text, &file)
+}
+
+/// Validates the text of a servers file; `file` names it in errors.
+pub fn parse_servers(text: &str, file: &str) -> Result<Vec<ServerSpec>, ConfigError> {
+    let fail = |problem: String| ConfigError::Servers {
+        file: file.to_string(),
+        problem,
+    };
+    let value: serde_json::Value =
+        serde_json::from_str(text).map_err(|e| fail(format!("is not valid JSON: {e}")))?;
+    let entries = value.as_array().ok_or_else(|| {
+        fail(r#"must be a JSON array of servers, such as [{"host": "https://bbb1.example.org", "secret": "…"}]"#.into())
+    })?;
+    if entries.is_empty() {
+        return Err(fail("lists no servers: add at least one".into()));
+    }
+    let mut servers: Vec<ServerSpec> = Vec::with_capacity(entries.len());
+    for (index, entry) in entries.iter().enumerate() {
+        let n = index + 1;
+        let raw: RawServer =
+            serde_json::from_value(entry.clone()).map_err(|e| fail(format!("server #{n}: {e}")))?;
+        let host = raw
+            .host
+            .filter(|h| !h.trim().is_empty())
+            .ok_or_else(|| fail(format!("server #{n}: \"host\" is missing")))?;
+        let base =
+            normalize_host(&host).map_err(|why| fail(format!("server #{n} ({host}): {why}")))?;
+        let secret = raw.secret.filter(|s| !s.trim().is_empty()).ok_or_else(|| {
+            fail(format!(
+                "server #{n} ({host}): \"secret\" is missing or empty"
+            ))
+        })?;
+        let checksum = match raw.checksum {
+            None => Algorithm::Sha256,
+            Some(name) => Algorithm::parse(&name).ok_or_else(|| {
+                fail(format!(
+                    "server #{n} ({host}): \"checksum\" must be sha1, sha256, sha384 or sha512, not {name:?}"
+                ))
+            })?,
+        };
+        if let Some(first) = servers.iter().position(|s| s.base == base) {
+            return Err(fail(format!(
+                "server #{n} ({host}) is the same server as #{}",
+                first + 1
+            )));
+        }
+        servers.push(ServerSpec {
+            base,
+            secret,
+            checksum,
+        });
+    }
+    Ok(servers)
+}
+
+/// Turns `https://bbb.example.org`, `https://bbb.example.org/` and
+/// `https://bbb.example.org/bigbluebutton/api[/]` into the same server root.
+fn normalize_host(host: &str) -> Result<String, String> {
+    let host = host.trim();
+    let (scheme, rest) = host
+        .split_once("://")
+        .ok_or("is not a URL: it must start with https:// or http://")?;
+    let scheme = scheme.to_ascii_lowercase();
+    if scheme != "http" && scheme != "https" {
+        return Err(format!(
+            "uses {scheme}://: only https:// and http:// are supported"
+        ));
+    }
+    if rest.contains(['?', '#']) {
+        return Err("must not have a query or fragment".into());
+    }
+    let (authority, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, ""),
+    };
+    if authority.is_empty() || authority.contains(['@', ' ']) {
+        return Err("has no valid host name".into());
+    }
+    let uri: hyper::Uri = format!("{scheme}://{authority}/")
+        .parse()
+        .map_err(|_| "has no valid host name".to_string())?;
+    if uri.host().is_none_or(str::is_empty) {
+        return Err("has no valid host name".into());
+    }
+    let path = path.trim_end_matches('/');
+    let prefix = path.strip_suffix("/bigbluebutton/api").unwrap_or(path);
+    if !prefix.is_empty() && path == prefix {
+        return Err("has a path that is neither empty nor ends in /bigbluebutton/api".into());
+    }
+    Ok(format!(
+        "{scheme}://{}{prefix}",
+        authority.to_ascii_lowercase()
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn settings(pairs: &[(&str, &str)]) -> Result<Settings, ConfigError> {
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Settings::from_vars(|k| map.get(k).cloned())
+    }
+
+    #[test]
+    fn defaults() {
+        let s = settings(&[("TINYSCALE_SECRET", "s")]).unwrap();
+        assert_eq!(s.listen, "0.0.0.0:8000".parse().unwrap());
+        assert_eq!(s.algorithms, Algorithm::ALL.to_vec());
+        assert_eq!(s.connect_timeout, Duration::from_secs(3));
+        assert_eq!(s.response_timeout, Duration::from_secs(10));
+        assert_eq!(s.max_body, 64 << 20);
+        assert_eq!(s.servers_path, PathBuf::from("./servers.json"));
+    }
+
+    #[test]
+    fn secret_is_required() {
+        assert_eq!(settings(&[]).unwrap_err(), ConfigError::MissingSecret);
+        assert_eq!(
+            settings(&[("TINYSCALE_SECRET", " ")]).unwrap_err(),
+            ConfigError::MissingSecret
+        );
+    }
+
+    #[test]
+    fn variables_are_parsed_or_refused() {
+        let s = settings(&[
+            ("TINYSCALE_SECRET", "s"),
+            ("PORT", "3005"),
+            ("TINYSCALE_BIND", "127.0.0.1"),
+            ("TINYSCALE_CHECKSUM_ALGORITHMS", "SHA256, sha512"),
+            ("TINYSCALE_CONNECT_TIMEOUT", "0.5"),
+            ("TINYSCALE_MAX_BODY", "10M"),
+        ])
+        .unwrap();
+        assert_eq!(s.listen, "127.0.0.1:3005".parse().unwrap());
+        assert_eq!(s.algorithms, vec![Algorithm::Sha256, Algorithm::Sha512]);
+        assert_eq!(s.connect_timeout, Duration::from_millis(500));
+        assert_eq!(s.max_body, 10 << 20);
+        for (name, value) in [
+            ("PORT", "http"),
+            ("TINYSCALE_BIND", "localhost"),
+            ("TINYSCALE_CHECKSUM_ALGORITHMS", "md5"),
+            ("TINYSCALE_RESPONSE_TIMEOUT", "-1"),
+            ("TINYSCALE_MAX_BODY", "lots"),
+        ] {
+            let err = settings(&[("TINYSCALE_SECRET", "s"), (name, value)]).unwrap_err();
+            assert!(err.to_string().starts_with(name), "{err}");
+        }
+    }
+
+    #[test]
+    fn host_forms_mean_the_same_server() {
+        for host in [
+            "https://bbb1.example.org",
+            "https://bbb1.example.org/",
+            "https://bbb1.example.org/bigbluebutton/api",
+            "https://BBB1.example.org/bigbluebutton/api/",
+        ] {
+            assert_eq!(normalize_host(host).unwrap(), "https://bbb1.example.org");
+        }
+        assert_eq!(
+            normalize_host("http://127.0.0.1:8080/bbb/bigbluebutton/api/").unwrap(),
+            "http://127.0.0.1:8080/bbb"
+        );
+        for bad in [
+            "bbb1.example.org",
+            "ftp://x",
+            "https://",
+            "https://x/other",
+            "https://x/?a",
+        ] {
+            assert!(normalize_host(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn servers_file_is_validated() {
+        let ok = parse_servers(
+            r#"[{"host":"https://a.example.org","secret":"x"},
+                {"host":"https://b.example.org/bigbluebutton/api/","secret":"y","checksum":"sha1"}]"#,
+            "servers.json",
+        )
+        .unwrap();
+        assert_eq!(ok.len(), 2);
+        assert_eq!(ok[0].checksum, Algorithm::Sha256);
+        assert_eq!(ok[1].checksum, Algorithm::Sha1);
+        assert_eq!(ok[1].api_root(), "https://b.example.org/bigbluebutton/api/");
+
+        let cases = [
+            ("not json", "is not valid JSON"),
+            ("{}", "must be a JSON array"),
+            ("[]", "lists no servers"),
+            (
+                r#"[{"host":"https://a"}]"#,
+                "server #1 (https://a): \"secret\" is missing",
+            ),
+            (r#"[{"secret":"x"}]"#, "server #1: \"host\" is missing"),
+            (
+                r#"[{"host":"a.org","secret":"x"}]"#,
+                "server #1 (a.org): is not a URL",
+            ),
+            (
+                r#"[{"host":"https://a","secret":"x"},{"host":"https://a/bigbluebutton/api","secret":"y"}]"#,
+                "is the same server as #1",
+            ),
+            (
+                r#"[{"host":"https://a","secret":"x","wieght":2}]"#,
+                "unknown field `wieght`",
+            ),
+            (
+                r#"[{"host":"https://a","secret":"x","checksum":"md5"}]"#,
+                "\"checksum\" must be",
+            ),
+        ];
+        for (text, expected) in cases {
+            let err = parse_servers(text, "servers.json").unwrap_err().to_string();
+            assert!(err.starts_with("servers.json: "), "{err}");
+            assert!(err.contains(expected), "{text}: {err}");
+        }
+    }
+}

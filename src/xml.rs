@@ -1,0 +1,184 @@
+//! Reading BBB's XML answers: the few fields routing looks at, and merging
+//! the `<meetings>` / `<recordings>` lists of several servers into one.
+//!
+//! Pure. The elements of each server's list are copied byte for byte (CDATA,
+//! entities, unknown elements and all), never parsed and re-serialised, so a
+//! merged answer carries everything each server said.
+
+use quick_xml::Reader;
+use quick_xml::events::Event;
+
+/// The text of the first `<name>…</name>` in a small BBB answer, as sent
+/// (entities not decoded). Good for `returncode`, `messageKey`, `running`.
+pub fn field<'a>(body: &'a [u8], name: &str) -> Option<&'a str> {
+    let open = format!("<{name}>");
+    let close = format!("</{name}>");
+    let start = find(body, open.as_bytes())? + open.len();
+    let len = find(&body[start..], close.as_bytes())?;
+    std::str::from_utf8(&body[start..start + len])
+        .ok()
+        .map(str::trim)
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+/// `returncode` is SUCCESS.
+pub fn is_success(body: &[u8]) -> bool {
+    field(body, "returncode") == Some("SUCCESS")
+}
+
+/// The bytes between `<list>` and `</list>`, a direct child of `<response>`.
+/// `Some(empty)` for `<list/>`; `None` when the answer has no such list.
+fn list_content<'a>(body: &'a [u8], list: &str) -> Option<&'a [u8]> {
+    let mut reader = Reader::from_str(std::str::from_utf8(body).ok()?);
+    let mut depth = 0usize;
+    loop {
+        let before = reader.buffer_position() as usize;
+        match reader.read_event().ok()? {
+            Event::Start(e) => {
+                depth += 1;
+                if depth == 2 && e.name().as_ref() == list {
+                    let start = reader.buffer_position() as usize;
+                    let end_name = e.to_end().into_owned();
+                    reader.read_to_end(end_name.name()).ok()?;
+                    let after = reader.buffer_position() as usize;
+                    let end = after - (list.len() + 3);
+                    return body.get(start..end);
+                }
+            }
+            Event::Empty(e) if depth == 1 && e.name().as_ref() == list => {
+                return Some(&body[before..before]);
+            }
+            Event::End(_) => depth = depth.saturating_sub(1),
+            Event::Eof => return None,
+            _ => {}
+        }
+    }
+}
+
+/// Merges the `<list>` (e.g. `meetings`) of several SUCCESS answers into one
+/// BBB answer. Answers that failed or have no list are left out. Returns
+/// `None` when no server listed a single element, so the caller can answer
+/// BBB's own "nothing found" form.
+pub fn merge_lists<'a>(bodies: impl IntoIterator<Item = &'a [u8]>, list: &str) -> Option<String> {
+    let mut merged = Vec::new();
+    for body in bodies {
+        if !is_success(body) {
+            continue;
+        }
+        if let Some(content) = list_content(body, list) {
+            merged.extend_from_slice(content);
+        }
+    }
+    if !merged.iter().any(|&b| b == b'<') {
+        return None;
+    }
+    let merged = String::from_utf8_lossy(&merged);
+    Some(format!(
+        "<response><returncode>SUCCESS</returncode><{list}>{merged}</{list}></response>"
+    ))
+}
+
+/// The `<recordID>`s listed in a getRecordings answer, entities decoded.
+pub fn record_ids(body: &[u8]) -> Vec<String> {
+    let Ok(body) = std::str::from_utf8(body) else {
+        return Vec::new();
+    };
+    let mut reader = Reader::from_str(body);
+    let mut ids = Vec::new();
+    let mut in_record_id = false;
+    let mut text = String::new();
+    loop {
+        match reader.read_event() {
+            Ok(Event::Start(e)) if e.name().as_ref() == "recordID" => {
+                in_record_id = true;
+                text.clear();
+            }
+            Ok(Event::Text(t)) if in_record_id => {
+                text.push_str(t.as_ref());
+            }
+            Ok(Event::GeneralRef(r)) if in_record_id => {
+                text.push_str(match r.as_ref() {
+                    "amp" => "&",
+                    "lt" => "<",
+                    "gt" => ">",
+                    "quot" => "\"",
+                    "apos" => "'",
+                    _ => "",
+                });
+            }
+            Ok(Event::CData(c)) if in_record_id => {
+                text.push_str(c.as_ref());
+            }
+            Ok(Event::End(e)) if e.name().as_ref() == "recordID" => {
+                in_record_id = false;
+                ids.push(text.trim().to_string());
+            }
+            Ok(Event::Eof) | Err(_) => break,
+            _ => {}
+        }
+    }
+    ids
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const A: &str = "<response>\n  <returncode>SUCCESS</returncode>\n  <meetings>\n    <meeting><meetingID>a&amp;b</meetingID><metadata><x><![CDATA[<y>]]></x></metadata></meeting>\n  </meetings>\n</response>";
+    const B: &str = "<?xml version=\"1.0\"?><response><returncode>SUCCESS</returncode><meetings><meeting><meetingID>c</meetingID></meeting></meetings></response>";
+    const EMPTY: &str = "<response><returncode>SUCCESS</returncode><meetings/><messageKey>noMeetings</messageKey><message>no meetings were found on this server</message></response>";
+    const FAILED: &str = "<response><returncode>FAILED</returncode><messageKey>checksumError</messageKey><message>x</message></response>";
+
+    #[test]
+    fn fields() {
+        assert_eq!(
+            field(FAILED.as_bytes(), "messageKey"),
+            Some("checksumError")
+        );
+        assert!(is_success(A.as_bytes()));
+        assert!(!is_success(FAILED.as_bytes()));
+        assert_eq!(field(A.as_bytes(), "running"), None);
+    }
+
+    #[test]
+    fn merges_elements_byte_for_byte() {
+        let merged = merge_lists(
+            [
+                A.as_bytes(),
+                EMPTY.as_bytes(),
+                FAILED.as_bytes(),
+                B.as_bytes(),
+            ],
+            "meetings",
+        )
+        .unwrap();
+        assert_eq!(
+            merged,
+            "<response><returncode>SUCCESS</returncode><meetings>\n    <meeting><meetingID>a&amp;b</meetingID><metadata><x><![CDATA[<y>]]></x></metadata></meeting>\n  <meeting><meetingID>c</meetingID></meeting></meetings></response>"
+        );
+    }
+
+    #[test]
+    fn nothing_to_merge() {
+        assert_eq!(
+            merge_lists([EMPTY.as_bytes(), FAILED.as_bytes()], "meetings"),
+            None
+        );
+        assert_eq!(merge_lists([], "recordings"), None);
+    }
+
+    #[test]
+    fn nested_list_of_the_same_name_is_not_taken() {
+        let body = "<response><returncode>SUCCESS</returncode><x><meetings><meeting/></meetings></x></response>";
+        assert_eq!(merge_lists([body.as_bytes()], "meetings"), None);
+    }
+
+    #[test]
+    fn finds_record_ids() {
+        let body = "<response><returncode>SUCCESS</returncode><recordings><recording><recordID>r-1</recordID><meetingID>m</meetingID></recording><recording><recordID>r&amp;2</recordID></recording></recordings></response>";
+        assert_eq!(record_ids(body.as_bytes()), vec!["r-1", "r&2"]);
+    }
+}
