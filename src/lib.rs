@@ -1,5 +1,66 @@
+//! tinyscale: one BigBlueButton API URL in front of many BBB servers.
+//!
+//! A request's path through the crate, top to bottom:
+//!
+//! - [`server`]: accepts HTTP, reads the request, writes the log line;
+//! - [`api`]: which call it is, checksum verified, parameters, re-signing;
+//! - [`checksum`]: BBB's checksum rules (pure);
+//! - [`routing`]: where each call goes and what is answered;
+//! - [`state`]: servers, meeting → server, round-robin, creates in flight;
+//! - [`backend`]: the pooled HTTP(S) client to the BBB servers;
+//! - [`xml`]: reading and merging BBB answers (pure);
+//! - [`errors`]: tinyscale's own answers, as BBB XML/JSON;
+//! - [`config`]: environment and servers.json;
+//! - [`health`]: the start-up probe of every server;
+//! - [`sim`]: a simulated BBB server for tests and the demo;
+//! - [`demo`]: the balancer in front of three simulated servers.
+
 pub mod api;
+pub mod backend;
 pub mod checksum;
 pub mod config;
+pub mod demo;
 pub mod errors;
+pub mod health;
+pub mod routing;
+pub mod server;
+pub mod sim;
+pub mod state;
 pub mod xml;
+
+/// Logs to stderr, human-readable, filtered by `filter` (e.g. `info`,
+/// `tinyscale=debug`).
+pub fn init_logging(filter: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .try_init();
+}
+
+/// Completes on SIGTERM or SIGINT (Ctrl-C).
+pub async fn stop_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+    tracing::info!("stop signal received");
+}

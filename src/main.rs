@@ -1,3 +1,94 @@
-fn main() {
-    println!("Hello, world!");
+//! The `tinyscale` command: wiring only.
+//!
+//! - `tinyscale` (or `tinyscale serve`): the balancer, configured by the
+//!   environment (see README);
+//! - `tinyscale demo`: the balancer in front of three simulated BBB servers.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use tinyscale::config::{self, Settings};
+use tinyscale::server::{self, App};
+
+const USAGE: &str = "\
+tinyscale — one BigBlueButton API URL in front of many BBB servers
+
+Usage:
+  tinyscale [serve]    run the balancer (configured by the environment)
+  tinyscale demo       run it in front of three simulated BBB servers
+  tinyscale --help     this text
+  tinyscale --version  the version
+
+Environment (serve):
+  TINYSCALE_SECRET               shared secret the LMS signs with (required)
+  PORT                           listen port (default 8000)
+  TINYSCALE_BIND                 listen address (default 0.0.0.0)
+  TINYSCALE_SERVERS              servers file (default ./servers.json)
+  TINYSCALE_CHECKSUM_ALGORITHMS  accepted from clients (default sha1,sha256,sha384,sha512)
+  TINYSCALE_CONNECT_TIMEOUT      seconds to connect to a BBB server (default 3)
+  TINYSCALE_RESPONSE_TIMEOUT     seconds for a BBB server's answer (default 10)
+  TINYSCALE_MAX_BODY             largest request body (default 64M)
+  TINYSCALE_LOG                  log filter (default info)
+  SSL_CERT_FILE                  extra CA certificates for https backends
+";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args
+        .iter()
+        .map(String::as_str)
+        .collect::<Vec<_>>()
+        .as_slice()
+    {
+        [] | ["serve"] => run(serve()),
+        ["demo"] => run(tinyscale::demo::run()),
+        ["--help" | "-h" | "help"] => {
+            print!("{USAGE}");
+            ExitCode::SUCCESS
+        }
+        ["--version" | "-V"] => {
+            println!("tinyscale {}", env!("CARGO_PKG_VERSION"));
+            ExitCode::SUCCESS
+        }
+        _ => {
+            eprintln!("tinyscale: unknown arguments {args:?}; see tinyscale --help");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run(task: impl std::future::Future<Output = Result<(), String>>) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("tinyscale: cannot start: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(task) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("tinyscale: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve() -> Result<(), String> {
+    let settings =
+        Settings::from_vars(|name| std::env::var(name).ok()).map_err(|e| e.to_string())?;
+    tinyscale::init_logging(&settings.log_filter);
+    let specs = config::load_servers(&settings.servers_path)
+        .await
+        .map_err(|e| e.to_string())?;
+    let listener = tokio::net::TcpListener::bind(settings.listen)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", settings.listen))?;
+    let address = listener.local_addr().map_err(|e| e.to_string())?;
+    let app = Arc::new(App::new(&settings, specs));
+    app.announce(address);
+    server::serve(listener, app, tinyscale::stop_signal()).await;
+    Ok(())
 }

@@ -1,0 +1,65 @@
+//! `tinyscale demo`: the real balancer in front of three simulated BBB
+//! servers on 127.0.0.1, with ready-signed URLs to try in a browser or curl.
+//!
+//! Owns nothing but the wiring of the demo; the balancer and the simulated
+//! servers are the same code the tests run.
+
+use crate::checksum::{self, Algorithm};
+use crate::config::{ServerSpec, Settings};
+use crate::server::{self, App};
+use crate::sim::SimHandle;
+use std::sync::Arc;
+
+const DEMO_SECRET: &str = "demo-secret";
+
+pub async fn run() -> Result<(), String> {
+    let mut vars: std::collections::HashMap<String, String> = std::env::vars().collect();
+    vars.entry("TINYSCALE_SECRET".into()).or_insert_with(|| DEMO_SECRET.into());
+    vars.entry("TINYSCALE_BIND".into()).or_insert_with(|| "127.0.0.1".into());
+    let settings = Settings::from_vars(|name| vars.get(name).cloned()).map_err(|e| e.to_string())?;
+    crate::init_logging(&settings.log_filter);
+
+    let mut specs = Vec::new();
+    let mut sims = Vec::new();
+    for n in 1..=3 {
+        let sim = SimHandle::start(&format!("sim-secret-{n}"))
+            .await
+            .map_err(|e| format!("cannot start a simulated server: {e}"))?;
+        specs.push(ServerSpec {
+            base: sim.url(),
+            secret: sim.secret(),
+            checksum: Algorithm::Sha256,
+        });
+        sims.push(sim);
+    }
+    let listener = tokio::net::TcpListener::bind(settings.listen)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", settings.listen))?;
+    let address = listener.local_addr().map_err(|e| e.to_string())?;
+    let app = Arc::new(App::new(&settings, specs));
+    app.announce(address);
+
+    let base = format!("http://{address}/bigbluebutton/api/");
+    let url = |call: &str, query: &str| {
+        format!(
+            "{base}{call}?{}",
+            checksum::signed_query(call, query, &settings.secret, Algorithm::Sha1)
+        )
+    };
+    println!("tinyscale demo: balancer on http://{address}/bigbluebutton/api (secret {:?})", settings.secret);
+    for sim in &sims {
+        println!("  simulated BBB server {}", sim.url());
+    }
+    println!("\nTry, in this order:");
+    println!("  create:         {}", url("create", "name=Demo+Class&meetingID=demo-1&attendeePW=ap&moderatorPW=mp"));
+    println!("  join:           {}", url("join", "meetingID=demo-1&fullName=Ada+Lovelace&role=MODERATOR"));
+    println!("  getMeetingInfo: {}", url("getMeetingInfo", "meetingID=demo-1"));
+    println!("  getMeetings:    {}", url("getMeetings", ""));
+    println!("  end:            {}", url("end", "meetingID=demo-1"));
+    println!("\nPress Ctrl-C to stop.");
+    server::serve(listener, app, crate::stop_signal()).await;
+    for sim in &sims {
+        sim.stop().await;
+    }
+    Ok(())
+}

@@ -1,0 +1,503 @@
+//! Routing: what each BBB call needs and where it goes.
+//!
+//! - meeting calls go to the server that holds the meeting (remembered, or
+//!   found by asking every server `getMeetingInfo` at once);
+//! - `create` of a new meeting goes to the next server round-robin, once per
+//!   meetingID however many creates arrive together;
+//! - `join` becomes a 302 to the owner's own signed join URL;
+//! - lists are gathered from every server and merged;
+//! - recording calls go to the servers that have the recordIDs.
+//!
+//! Owns these decisions and the answers that follow from them. Does not own
+//! HTTP serving (see `server`), the wire to a backend (see `backend`) or
+//! signing (see `api`).
+
+use crate::api::{self, ApiRequest, Call, Outgoing};
+use crate::backend::{Answer, Backend, BackendError};
+use crate::errors::{self, ApiError, Body};
+use crate::state::{Server, State};
+use crate::xml;
+use hyper::header::{CONTENT_TYPE, HeaderValue, LOCATION};
+use hyper::{Response, StatusCode};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::task::JoinSet;
+
+/// How long a server's word that it holds a meeting is trusted before a
+/// `join` or `create` asks it again. Short, so that a meeting that ended and
+/// was created again elsewhere never sends users to the wrong server.
+pub const CONFIRM_WINDOW: Duration = Duration::from_secs(2);
+
+/// What a routed call produced, for the answer and the request's log line.
+pub struct Outcome {
+    pub response: Response<Body>,
+    /// The server that answered (or was redirected to), if any.
+    pub server: Option<String>,
+    /// returncode, or the messageKey of a failure.
+    pub result: String,
+}
+
+impl Outcome {
+    fn local(error: ApiError, call: Call) -> Outcome {
+        Outcome {
+            result: error.key().to_string(),
+            response: if call.answers_json() {
+                error.to_json()
+            } else {
+                error.to_xml()
+            },
+            server: None,
+        }
+    }
+
+    fn answer(answer: Answer, server: &Server) -> Outcome {
+        Outcome {
+            result: summarize(&answer.body),
+            response: pass_through(answer),
+            server: Some(server.name().to_string()),
+        }
+    }
+}
+
+/// The result word of an answer for the log: returncode, or the messageKey
+/// when it failed.
+fn summarize(body: &[u8]) -> String {
+    match xml::field(body, "returncode") {
+        Some("SUCCESS") => "SUCCESS".into(),
+        Some(code) => xml::field(body, "messageKey").unwrap_or(code).to_string(),
+        None => match serde_json::from_slice::<serde_json::Value>(body) {
+            Ok(v) => {
+                let r = &v["response"];
+                match r["returncode"].as_str() {
+                    Some("SUCCESS") => "SUCCESS".into(),
+                    _ => r["messageKey"].as_str().unwrap_or("FAILED").to_string(),
+                }
+            }
+            Err(_) => "-".into(),
+        },
+    }
+}
+
+/// The backend's answer as it came: status, Content-Type, body.
+fn pass_through(answer: Answer) -> Response<Body> {
+    let mut response = Response::new(http_body_util::Full::new(answer.body));
+    *response.status_mut() = answer.status;
+    if let Some(ct) = answer.content_type {
+        response.headers_mut().insert(CONTENT_TYPE, ct);
+    }
+    if let Some(location) = answer.location {
+        response.headers_mut().insert(LOCATION, location);
+    }
+    response
+}
+
+/// The routing half of the balancer: state plus the client to the servers.
+pub struct Router {
+    pub state: Arc<State>,
+    pub backend: Backend,
+}
+
+/// The answer to "who holds this meeting?".
+enum Located {
+    At(Arc<Server>),
+    Nowhere,
+}
+
+impl Router {
+    pub async fn route(&self, request: ApiRequest) -> Outcome {
+        let call = request.call;
+        let result = match call {
+            Call::Create => self.create(&request).await,
+            Call::Join => self.join(&request).await,
+            Call::IsMeetingRunning
+            | Call::GetMeetingInfo
+            | Call::End
+            | Call::InsertDocument
+            | Call::SendChatMessage => self.meeting_call(&request).await,
+            Call::GetMeetings => Ok(self.merged_list(&request, "meetings").await),
+            Call::GetRecordings => Ok(self.merged_list(&request, "recordings").await),
+            Call::PublishRecordings | Call::DeleteRecordings | Call::UpdateRecordings => {
+                self.recordings_change(&request).await
+            }
+            Call::GetRecordingTextTracks | Call::PutRecordingTextTrack => {
+                self.text_track_call(&request).await
+            }
+        };
+        result.unwrap_or_else(|error| Outcome::local(error, call))
+    }
+
+    /// Sends the client's request, re-signed, to one server.
+    async fn forward(&self, request: &ApiRequest, server: &Server, record_ids: Option<&[String]>) -> Result<Answer, BackendError> {
+        let Outgoing { uri, body } = request.for_server(&server.spec, record_ids);
+        self.backend
+            .send(request.method.clone(), &uri, request.content_type.as_ref(), body)
+            .await
+    }
+
+    /// A backend failure on a call that had to go to that server.
+    fn unreachable(server: &Server, error: &BackendError) -> ApiError {
+        tracing::warn!(server = server.name(), "BigBlueButton server {error}");
+        ApiError::Internal(format!(
+            "The BigBlueButton server {} {error}.",
+            server.name()
+        ))
+    }
+
+    async fn create(&self, request: &ApiRequest) -> Result<Outcome, ApiError> {
+        let meeting_id = request.meeting_id().ok_or(ApiError::MissingMeetingId)?;
+        let _placing = self.state.lock_create(meeting_id).await;
+        if let Located::At(owner) = self.locate(meeting_id, true).await? {
+            // BBB itself answers duplicateWarning or idNotUnique.
+            let answer = self
+                .forward(request, &owner, None)
+                .await
+                .map_err(|e| Self::unreachable(&owner, &e))?;
+            if xml::is_success(&answer.body) {
+                self.state.remember(meeting_id, &owner);
+            }
+            return Ok(Outcome::answer(answer, &owner));
+        }
+        let candidates = self.state.placement_order();
+        for server in &candidates {
+            match self.forward(request, server, None).await {
+                Ok(answer) => {
+                    if xml::is_success(&answer.body) {
+                        self.state.remember(meeting_id, server);
+                    }
+                    return Ok(Outcome::answer(answer, server));
+                }
+                Err(e) if e.never_reached() => {
+                    tracing::warn!(server = server.name(), "create not placed there: {e}; trying the next server");
+                }
+                Err(e) => {
+                    tracing::warn!(server = server.name(), "create sent but {e}");
+                    return Err(ApiError::Internal(format!(
+                        "The create was sent to the BigBlueButton server {} but it {e}; it was not sent to another server, since the meeting may exist there.",
+                        server.name()
+                    )));
+                }
+            }
+        }
+        Err(ApiError::Internal(
+            "No BigBlueButton server is available: none could be reached.".into(),
+        ))
+    }
+
+    async fn join(&self, request: &ApiRequest) -> Result<Outcome, ApiError> {
+        let meeting_id = request.meeting_id().ok_or(ApiError::MissingMeetingId)?;
+        let Located::At(owner) = self.locate(meeting_id, true).await? else {
+            return Err(ApiError::InvalidMeetingIdentifier);
+        };
+        let Outgoing { uri, .. } = request.for_server(&owner.spec, None);
+        let location = HeaderValue::from_str(&uri)
+            .map_err(|_| ApiError::Internal("The join URL could not be built.".into()))?;
+        let mut response = Response::new(http_body_util::Full::new(bytes::Bytes::new()));
+        *response.status_mut() = StatusCode::FOUND;
+        response.headers_mut().insert(LOCATION, location);
+        Ok(Outcome {
+            response,
+            server: Some(owner.name().to_string()),
+            result: "redirect".into(),
+        })
+    }
+
+    /// isMeetingRunning, getMeetingInfo, end, insertDocument, sendChatMessage.
+    async fn meeting_call(&self, request: &ApiRequest) -> Result<Outcome, ApiError> {
+        let call = request.call;
+        let meeting_id = request.meeting_id().ok_or(ApiError::MissingMeetingId)?;
+        let remembered = self.state.owner(meeting_id);
+        let owner = match &remembered {
+            Some(owner) => owner.server.clone(),
+            None => match self.search(meeting_id).await {
+                Located::At(server) => server,
+                Located::Nowhere => return Ok(unknown_meeting(call)),
+            },
+        };
+        let answer = self
+            .forward(request, &owner, None)
+            .await
+            .map_err(|e| Self::unreachable(&owner, &e))?;
+        let gone = match not_found_kind(call, &answer.body) {
+            NotFound::No => false,
+            NotFound::Certainly => true,
+            // "not running" also means "created, nobody joined yet": only
+            // look again when the owner has not confirmed it lately.
+            NotFound::Maybe => remembered
+                .as_ref()
+                .is_some_and(|o| o.confirmed.elapsed() > CONFIRM_WINDOW),
+        };
+        if gone && remembered.is_some() {
+            // The remembered owner may be stale: search once more.
+            self.state.forget(meeting_id, &owner);
+            if let Located::At(found) = self.search(meeting_id).await
+                && !Arc::ptr_eq(&found, &owner)
+            {
+                let answer = self
+                    .forward(request, &found, None)
+                    .await
+                    .map_err(|e| Self::unreachable(&found, &e))?;
+                return Ok(self.after_meeting_call(call, meeting_id, answer, &found));
+            }
+        }
+        Ok(self.after_meeting_call(call, meeting_id, answer, &owner))
+    }
+
+    fn after_meeting_call(&self, call: Call, meeting_id: &str, answer: Answer, server: &Arc<Server>) -> Outcome {
+        if call == Call::End && xml::is_success(&answer.body) {
+            self.state.forget(meeting_id, server);
+        }
+        Outcome::answer(answer, server)
+    }
+
+    /// Finds the meeting's server. With `confirm`, a remembered owner not
+    /// confirmed within [`CONFIRM_WINDOW`] is asked again first.
+    async fn locate(&self, meeting_id: &str, confirm: bool) -> Result<Located, ApiError> {
+        if let Some(owner) = self.state.owner(meeting_id) {
+            if !confirm || owner.confirmed.elapsed() <= CONFIRM_WINDOW {
+                return Ok(Located::At(owner.server));
+            }
+            let uri = api::own_call(&owner.server.spec, "getMeetingInfo", &meeting_query(meeting_id));
+            match self.backend.get(&uri).await {
+                Ok(answer) if xml::is_success(&answer.body) => {
+                    self.state.remember(meeting_id, &owner.server);
+                    return Ok(Located::At(owner.server));
+                }
+                Ok(_) => self.state.forget(meeting_id, &owner.server),
+                // It may well still hold the meeting: never move a meeting
+                // to another server because its own is unreachable.
+                Err(e) => return Err(Self::unreachable(&owner.server, &e)),
+            }
+        }
+        Ok(self.search(meeting_id).await)
+    }
+
+    /// Asks every server `getMeetingInfo` at once and takes the first that
+    /// holds the meeting, without waiting for slower ones. A server that
+    /// cannot be reached counts as not holding it.
+    async fn search(&self, meeting_id: &str) -> Located {
+        let query = meeting_query(meeting_id);
+        let mut asks = JoinSet::new();
+        for server in self.state.servers().iter() {
+            let backend = self.backend.clone();
+            let server = server.clone();
+            let uri = api::own_call(&server.spec, "getMeetingInfo", &query);
+            asks.spawn(async move {
+                let result = backend.get(&uri).await;
+                (server, result)
+            });
+        }
+        while let Some(joined) = asks.join_next().await {
+            let Ok((server, result)) = joined else { continue };
+            match result {
+                Ok(answer) if xml::is_success(&answer.body) => {
+                    self.state.remember(meeting_id, &server);
+                    return Located::At(server);
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(server = server.name(), "meeting search: server {e}"),
+            }
+        }
+        Located::Nowhere
+    }
+
+    /// Sends the client's call to every server at once and merges the
+    /// answers' `<list>`. Servers that fail are left out and logged.
+    async fn merged_list(&self, request: &ApiRequest, list: &str) -> Outcome {
+        let answers = self.ask_all(|server| request.for_server(&server.spec, None), request).await;
+        let bodies = answers.iter().map(|(_, a)| a.body.as_ref());
+        let body = xml::merge_lists(bodies, list).unwrap_or_else(|| {
+            if list == "meetings" {
+                errors::no_meetings()
+            } else {
+                errors::no_recordings()
+            }
+        });
+        Outcome {
+            result: summarize(body.as_bytes()),
+            response: errors::xml_response(body),
+            server: Some(format!("{} of {}", answers.len(), self.state.servers().len())),
+        }
+    }
+
+    /// Sends one request per server at once; returns the answers that came
+    /// back, in server order. Failures are logged and left out.
+    async fn ask_all(
+        &self,
+        build: impl Fn(&Server) -> Outgoing,
+        request: &ApiRequest,
+    ) -> Vec<(Arc<Server>, Answer)> {
+        let servers = self.state.servers();
+        let mut asks = JoinSet::new();
+        for (index, server) in servers.iter().enumerate() {
+            let backend = self.backend.clone();
+            let Outgoing { uri, body } = build(server);
+            let method = request.method.clone();
+            let content_type = request.content_type.clone();
+            asks.spawn(async move {
+                (index, backend.send(method, &uri, content_type.as_ref(), body).await)
+            });
+        }
+        let mut answers = Vec::new();
+        while let Some(joined) = asks.join_next().await {
+            let Ok((index, result)) = joined else { continue };
+            let server = &servers[index];
+            match result {
+                Ok(answer) => {
+                    if !xml::is_success(&answer.body) {
+                        tracing::warn!(server = server.name(), result = summarize(&answer.body), "left out of the merged {}", request.call.name());
+                    }
+                    answers.push((index, server.clone(), answer));
+                }
+                Err(e) => tracing::warn!(server = server.name(), "left out of the merged {}: server {e}", request.call.name()),
+            }
+        }
+        answers.sort_by_key(|(index, _, _)| *index);
+        answers.into_iter().map(|(_, s, a)| (s, a)).collect()
+    }
+
+    /// Which servers have which of `ids` (exact match), asked of all at once.
+    async fn find_recordings(&self, ids: &[String]) -> BTreeMap<usize, (Arc<Server>, Vec<String>)> {
+        let joined = ids.join(",");
+        let query = format!(
+            "recordID={}&state=any",
+            form_urlencoded::byte_serialize(joined.as_bytes()).collect::<String>()
+        );
+        let servers = self.state.servers();
+        let mut asks = JoinSet::new();
+        for (index, server) in servers.iter().enumerate() {
+            let backend = self.backend.clone();
+            let uri = api::own_call(&server.spec, "getRecordings", &query);
+            asks.spawn(async move { (index, backend.get(&uri).await) });
+        }
+        let mut found: BTreeMap<usize, (Arc<Server>, Vec<String>)> = BTreeMap::new();
+        while let Some(joined) = asks.join_next().await {
+            let Ok((index, result)) = joined else { continue };
+            match result {
+                Ok(answer) => {
+                    let listed = xml::record_ids(&answer.body);
+                    let held: Vec<String> = ids.iter().filter(|id| listed.contains(id)).cloned().collect();
+                    if !held.is_empty() {
+                        found.insert(index, (servers[index].clone(), held));
+                    }
+                }
+                Err(e) => tracing::warn!(server = servers[index].name(), "recording search: server {e}"),
+            }
+        }
+        found
+    }
+
+    /// publishRecordings, deleteRecordings, updateRecordings: each recordID
+    /// goes to the server that has it; one call may span servers.
+    async fn recordings_change(&self, request: &ApiRequest) -> Result<Outcome, ApiError> {
+        let ids = request.record_ids();
+        if ids.is_empty() {
+            return Err(ApiError::MissingRecordId);
+        }
+        let found = self.find_recordings(&ids).await;
+        if found.len() == 1 {
+            let (server, _) = found.into_values().next().ok_or(ApiError::RecordingsNotFound)?;
+            let answer = self
+                .forward(request, &server, None)
+                .await
+                .map_err(|e| Self::unreachable(&server, &e))?;
+            return Ok(Outcome::answer(answer, &server));
+        }
+        if found.is_empty() {
+            return Err(ApiError::RecordingsNotFound);
+        }
+        let mut sends = JoinSet::new();
+        for (server, held) in found.into_values() {
+            let outgoing = request.for_server(&server.spec, Some(&held));
+            let backend = self.backend.clone();
+            let method = request.method.clone();
+            let content_type = request.content_type.clone();
+            sends.spawn(async move {
+                let result = backend.send(method, &outgoing.uri, content_type.as_ref(), outgoing.body).await;
+                (server, result)
+            });
+        }
+        let mut first_success = None;
+        let mut failure = None;
+        while let Some(joined) = sends.join_next().await {
+            let Ok((server, result)) = joined else { continue };
+            match result {
+                Ok(answer) if xml::is_success(&answer.body) => {
+                    first_success.get_or_insert((answer, server));
+                }
+                Ok(answer) => {
+                    failure.get_or_insert(Ok((answer, server)));
+                }
+                Err(e) => {
+                    failure.get_or_insert(Err(Self::unreachable(&server, &e)));
+                }
+            }
+        }
+        match (failure, first_success) {
+            (Some(Ok((answer, server))), _) => Ok(Outcome::answer(answer, &server)),
+            (Some(Err(error)), _) => Err(error),
+            (None, Some((answer, server))) => Ok(Outcome::answer(answer, &server)),
+            (None, None) => Err(ApiError::Internal("No server answered.".into())),
+        }
+    }
+
+    /// getRecordingTextTracks, putRecordingTextTrack: the server that has
+    /// the recording; answers are JSON.
+    async fn text_track_call(&self, request: &ApiRequest) -> Result<Outcome, ApiError> {
+        let id = request.record_ids().into_iter().next().ok_or(ApiError::MissingRecordId)?;
+        let found = self.find_recordings(std::slice::from_ref(&id)).await;
+        let (server, _) = found.into_values().next().ok_or(ApiError::NoRecording(id))?;
+        let answer = self
+            .forward(request, &server, None)
+            .await
+            .map_err(|e| Self::unreachable(&server, &e))?;
+        Ok(Outcome::answer(answer, &server))
+    }
+}
+
+/// `meetingID=<id>` for the calls tinyscale makes itself.
+fn meeting_query(meeting_id: &str) -> String {
+    format!(
+        "meetingID={}",
+        form_urlencoded::byte_serialize(meeting_id.as_bytes()).collect::<String>()
+    )
+}
+
+enum NotFound {
+    No,
+    Maybe,
+    Certainly,
+}
+
+/// Does this answer say the server does not hold the meeting?
+fn not_found_kind(call: Call, body: &[u8]) -> NotFound {
+    if call == Call::IsMeetingRunning {
+        return if xml::field(body, "running") == Some("false") {
+            NotFound::Maybe
+        } else {
+            NotFound::No
+        };
+    }
+    if xml::is_success(body) {
+        return NotFound::No;
+    }
+    match xml::field(body, "messageKey") {
+        Some("notFound") => NotFound::Certainly,
+        // sendChatMessage says this of a meeting that is not running, too.
+        Some("meetingNotFound") => NotFound::Maybe,
+        _ => NotFound::No,
+    }
+}
+
+/// The answer BBB gives for a meeting it does not have.
+fn unknown_meeting(call: Call) -> Outcome {
+    match call {
+        Call::IsMeetingRunning => Outcome {
+            response: errors::not_running(),
+            server: None,
+            result: "SUCCESS".into(),
+        },
+        Call::SendChatMessage => Outcome::local(ApiError::ChatMeetingNotFound, call),
+        _ => Outcome::local(ApiError::MeetingNotFound, call),
+    }
+}

@@ -1,0 +1,442 @@
+//! A simulated BigBlueButton server, in memory, for tests and demos.
+//!
+//! It speaks the BBB API over real HTTP on `127.0.0.1` the way bbb-web
+//! 2.7/3.0 does (checksums, answer shapes, error keys), keeps meetings and
+//! recordings in memory, logs every request it answers, and can misbehave on
+//! demand: refuse connections for real, or hang without answering.
+//!
+//! - `mod.rs`: [`SimHandle`], the listener, connections and [`Mode`]s.
+//! - `api.rs`: one request → one answer (routing, checksum, each call).
+//! - `state.rs`: meetings, attendees, recordings and the rules that change them.
+//! - `answer.rs`: the XML and JSON bodies, every echoed value escaped.
+
+mod answer;
+mod api;
+mod state;
+#[cfg(test)]
+mod tests;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::header::{CONTENT_TYPE, LOCATION};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Request, Response};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use std::future::poll_fn;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+/// The largest request body the simulator reads (slides, subtitle files).
+const MAX_BODY: usize = 64 * 1024 * 1024;
+
+/// How the simulated server treats connections.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Mode {
+    /// Answers every request.
+    #[default]
+    Normal,
+    /// No listening socket: `connect()` fails with "connection refused".
+    /// Open connections are closed.
+    Refuse,
+    /// Accepts connections and reads requests but answers none until the
+    /// mode changes; then they are answered (Normal) or dropped (Refuse).
+    Hang,
+}
+
+/// One request the simulator answered, as it arrived.
+#[derive(Clone, Debug)]
+pub struct SeenRequest {
+    pub method: String,
+    /// The API call name (`create`, `hooks/list`…), `""` for
+    /// `/bigbluebutton/api` itself, or the full path of any other request.
+    pub call: String,
+    /// Exactly as received, checksum included.
+    pub raw_query: String,
+    pub content_type: Option<String>,
+    pub body: Bytes,
+    /// True if an API call passed the checksum check; false when the check
+    /// failed or the request needs none.
+    pub checksum_ok: bool,
+}
+
+/// What every task watches: the mode, and whether the server is gone.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Control {
+    mode: Mode,
+    stopped: bool,
+}
+
+impl Control {
+    /// Open connections must go.
+    fn closes_connections(self) -> bool {
+        self.stopped || self.mode == Mode::Refuse
+    }
+}
+
+struct Inner {
+    /// Fixed at start; Refuse → Normal binds the same address again.
+    addr: SocketAddr,
+    core: api::Core,
+    requests: Mutex<Vec<SeenRequest>>,
+    control: watch::Sender<Control>,
+    /// `None` while refusing or stopped. Held in a std mutex (never across
+    /// an await) so `set_mode` can close or reopen the socket at once,
+    /// before it returns: a test that refuses and then connects must see
+    /// the refusal, not a race with the accept task.
+    listener: Mutex<Option<TcpListener>>,
+    /// Open connections, so `stop` can wait for the last one to close.
+    connections: watch::Sender<usize>,
+    accept_task: Mutex<Option<JoinHandle<()>>>,
+    /// The runtime the sim was started on: binding a tokio socket needs it,
+    /// and `set_mode` may be called from outside it.
+    runtime: tokio::runtime::Handle,
+}
+
+/// Controls one running simulated server. Cheap to clone; all clones
+/// control the same server, which runs until [`SimHandle::stop`] or until
+/// its runtime shuts down.
+#[derive(Clone)]
+pub struct SimHandle {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for SimHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SimHandle")
+            .field("addr", &self.inner.addr)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SimHandle {
+    /// Binds `127.0.0.1:0` and serves on the current tokio runtime.
+    pub async fn start(secret: &str) -> io::Result<SimHandle> {
+        let listener = bind(SocketAddr::from(([127, 0, 0, 1], 0)))?;
+        let addr = listener.local_addr()?;
+        let inner = Arc::new(Inner {
+            addr,
+            core: api::Core {
+                secret: secret.to_string(),
+                url: format!("http://{addr}"),
+                state: Mutex::new(state::State::default()),
+            },
+            requests: Mutex::new(Vec::new()),
+            control: watch::Sender::new(Control {
+                mode: Mode::Normal,
+                stopped: false,
+            }),
+            listener: Mutex::new(Some(listener)),
+            connections: watch::Sender::new(0),
+            accept_task: Mutex::new(None),
+            runtime: tokio::runtime::Handle::current(),
+        });
+        let task = tokio::spawn(accept_loop(inner.clone()));
+        *lock(&inner.accept_task) = Some(task);
+        Ok(SimHandle { inner })
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.inner.addr
+    }
+
+    /// `http://127.0.0.1:PORT`, the server root without a path.
+    pub fn url(&self) -> String {
+        self.inner.core.url.clone()
+    }
+
+    pub fn secret(&self) -> String {
+        self.inner.core.secret.clone()
+    }
+
+    pub fn mode(&self) -> Mode {
+        self.inner.control.borrow().mode
+    }
+
+    /// Takes effect before it returns for the listening socket (closed for
+    /// Refuse, bound again otherwise); open connections follow at once.
+    /// If the port cannot be bound again, the accept task keeps trying.
+    pub fn set_mode(&self, mode: Mode) {
+        let inner = &self.inner;
+        let mut listener = lock(&inner.listener);
+        if inner.control.borrow().stopped {
+            return;
+        }
+        inner.control.send_modify(|c| c.mode = mode);
+        if mode == Mode::Refuse {
+            // Dropping the tokio listener closes the socket now.
+            listener.take();
+        } else if listener.is_none() {
+            let _runtime = inner.runtime.enter();
+            match bind(inner.addr) {
+                Ok(l) => *listener = Some(l),
+                Err(e) => tracing::warn!(addr = %inner.addr, error = %e, "sim: cannot bind again, will retry"),
+            }
+        }
+    }
+
+    pub fn has_meeting(&self, meeting_id: &str) -> bool {
+        lock(&self.inner.core.state).meeting(meeting_id).is_some()
+    }
+
+    /// In creation order.
+    pub fn meeting_ids(&self) -> Vec<String> {
+        lock(&self.inner.core.state)
+            .meetings
+            .iter()
+            .map(|m| m.meeting_id.clone())
+            .collect()
+    }
+
+    /// Whether a meeting is running (someone joined); `None` if no such
+    /// meeting.
+    pub fn meeting_running(&self, meeting_id: &str) -> Option<bool> {
+        lock(&self.inner.core.state)
+            .meeting(meeting_id)
+            .map(|m| m.running)
+    }
+
+    /// Number of attendees of a meeting; `None` if no such meeting.
+    pub fn participant_count(&self, meeting_id: &str) -> Option<usize> {
+        lock(&self.inner.core.state)
+            .meeting(meeting_id)
+            .map(|m| m.attendees.len())
+    }
+
+    /// Adds a user as if they had joined (`role` is `MODERATOR` or, for
+    /// anything else, `VIEWER`); the meeting becomes running. False if no
+    /// such meeting.
+    pub fn add_attendee(&self, meeting_id: &str, full_name: &str, role: &str, video: bool) -> bool {
+        let role = state::Role::parse(role).unwrap_or(state::Role::Viewer);
+        match lock(&self.inner.core.state).meeting_mut(meeting_id) {
+            Some(m) => {
+                m.add_attendee(full_name, role, None, video);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Adds (or replaces) a recording, `published` or `unpublished`.
+    pub fn seed_recording(&self, record_id: &str, meeting_id: &str, name: &str, published: bool) {
+        lock(&self.inner.core.state).seed_recording(record_id, meeting_id, name, published);
+    }
+
+    pub fn has_recording(&self, record_id: &str) -> bool {
+        lock(&self.inner.core.state).recording(record_id).is_some()
+    }
+
+    pub fn recording_published(&self, record_id: &str) -> Option<bool> {
+        lock(&self.inner.core.state)
+            .recording(record_id)
+            .map(|r| r.published)
+    }
+
+    /// Every request answered so far (refused or still hanging ones are
+    /// not), in order.
+    pub fn requests(&self) -> Vec<SeenRequest> {
+        lock(&self.inner.requests).clone()
+    }
+
+    pub fn clear_requests(&self) {
+        lock(&self.inner.requests).clear();
+    }
+
+    /// Closes the listener and every connection for good, and waits until
+    /// the accept task and all connection tasks have ended.
+    pub async fn stop(&self) {
+        {
+            let mut listener = lock(&self.inner.listener);
+            listener.take();
+            self.inner.control.send_modify(|c| c.stopped = true);
+        }
+        let task = lock(&self.inner.accept_task).take();
+        if let Some(task) = task {
+            if let Err(e) = task.await {
+                tracing::warn!(error = %e, "sim: accept task failed");
+            }
+        }
+        let mut open = self.inner.connections.subscribe();
+        // The sender lives in `inner`, which we hold: this cannot fail.
+        let _ = open.wait_for(|n| *n == 0).await;
+    }
+}
+
+/// Locks a std mutex; a panic elsewhere while it was held leaves plain data
+/// that is still usable, so poisoning is ignored.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// A listening socket with `SO_REUSEADDR`, so the port can be bound again
+/// right after it was closed (its old connections may be in TIME_WAIT).
+/// Must run inside a tokio runtime.
+fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(1024)
+}
+
+impl Inner {
+    /// Accepts on the current listener; pending while there is none (the
+    /// control change that brings one back wakes the accept loop).
+    fn poll_accept(&self, cx: &mut Context<'_>) -> Poll<io::Result<TcpStream>> {
+        match lock(&self.listener).as_ref() {
+            Some(listener) => listener.poll_accept(cx).map_ok(|(stream, _)| stream),
+            None => Poll::Pending,
+        }
+    }
+
+    /// Binds again if the mode wants a listener and there is none (after a
+    /// failed rebind in `set_mode`). Checks the mode under the listener
+    /// lock, so it cannot undo a concurrent Refuse or stop.
+    fn ensure_listening(&self) -> io::Result<()> {
+        let mut listener = lock(&self.listener);
+        let control = *self.control.borrow();
+        if control.stopped || control.mode == Mode::Refuse || listener.is_some() {
+            return Ok(());
+        }
+        *listener = Some(bind(self.addr)?);
+        Ok(())
+    }
+}
+
+async fn accept_loop(inner: Arc<Inner>) {
+    let mut control = inner.control.subscribe();
+    loop {
+        let now = *control.borrow_and_update();
+        if now.stopped {
+            return;
+        }
+        if let Err(e) = inner.ensure_listening() {
+            tracing::warn!(addr = %inner.addr, error = %e, "sim: cannot bind, retrying");
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+                changed = control.changed() => if changed.is_err() { return },
+            }
+            continue;
+        }
+        tokio::select! {
+            changed = control.changed() => if changed.is_err() { return },
+            accepted = poll_fn(|cx| inner.poll_accept(cx)) => match accepted {
+                Ok(stream) => {
+                    inner.connections.send_modify(|n| *n += 1);
+                    tokio::spawn(serve_connection(inner.clone(), stream));
+                }
+                Err(e) => {
+                    // Out of file descriptors and the like: do not spin.
+                    tracing::warn!(error = %e, "sim: accept failed");
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            },
+        }
+    }
+}
+
+/// Counts a connection task out when it ends, however it ends.
+struct ConnectionCount(Arc<Inner>);
+
+impl Drop for ConnectionCount {
+    fn drop(&mut self) {
+        self.0.connections.send_modify(|n| *n = n.saturating_sub(1));
+    }
+}
+
+async fn serve_connection(inner: Arc<Inner>, stream: TcpStream) {
+    let _count = ConnectionCount(inner.clone());
+    let mut control = inner.control.subscribe();
+    if control.borrow_and_update().closes_connections() {
+        return;
+    }
+    let service_inner = inner.clone();
+    let service = service_fn(move |req| handle(service_inner.clone(), req));
+    let mut builder = http1::Builder::new();
+    builder
+        .keep_alive(true)
+        .timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(30));
+    let connection = builder.serve_connection(TokioIo::new(stream), service);
+    let mut connection = std::pin::pin!(connection);
+    loop {
+        tokio::select! {
+            result = connection.as_mut() => {
+                if let Err(e) = result {
+                    tracing::debug!(error = %e, "sim: connection ended");
+                }
+                return;
+            }
+            changed = control.changed() => {
+                // Dropping the connection closes the socket.
+                if changed.is_err() || control.borrow_and_update().closes_connections() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// The service's error: hyper closes the connection without an answer.
+#[derive(Debug, thiserror::Error)]
+#[error("the simulator dropped the request")]
+struct Dropped;
+
+async fn handle(inner: Arc<Inner>, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Dropped> {
+    let (parts, body) = req.into_parts();
+    let body = Limited::new(body, MAX_BODY)
+        .collect()
+        .await
+        .map_err(|_| Dropped)?
+        .to_bytes();
+    let mut control = inner.control.subscribe();
+    let now = *control
+        .wait_for(|c| c.stopped || c.mode != Mode::Hang)
+        .await
+        .map_err(|_| Dropped)?;
+    if now.closes_connections() {
+        return Err(Dropped);
+    }
+    let raw_query = parts.uri.query().unwrap_or("");
+    let content_type = parts
+        .headers
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok());
+    let outcome = inner.core.respond(&api::Incoming {
+        method: parts.method.as_str(),
+        path: parts.uri.path(),
+        raw_query,
+        content_type,
+        body: &body,
+    });
+    lock(&inner.requests).push(SeenRequest {
+        method: parts.method.to_string(),
+        call: outcome.call,
+        raw_query: raw_query.to_string(),
+        content_type: content_type.map(str::to_string),
+        body: body.clone(),
+        checksum_ok: outcome.checksum_ok,
+    });
+    let reply = outcome.reply;
+    let mut response = Response::builder()
+        .status(reply.status)
+        .header(CONTENT_TYPE, reply.content_type)
+        .header("Cache-Control", "no-cache");
+    if let Some(location) = &reply.location {
+        response = response.header(LOCATION, location);
+    }
+    response.body(Full::new(Bytes::from(reply.body))).map_err(|e| {
+        tracing::error!(error = %e, "sim: cannot build the answer");
+        Dropped
+    })
+}
