@@ -56,7 +56,11 @@ pub struct Backend {
 }
 
 impl Backend {
-    pub fn new(connect_timeout: Duration, response_timeout: Duration, max_answer: usize) -> Backend {
+    pub fn new(
+        connect_timeout: Duration,
+        response_timeout: Duration,
+        max_answer: usize,
+    ) -> Backend {
         let mut http = HttpConnector::new();
         http.enforce_http(false);
         http.set_connect_timeout(Some(connect_timeout));
@@ -149,7 +153,11 @@ fn describe(error: &(dyn std::error::Error + 'static)) -> String {
         cause = next;
     }
     let text = cause.to_string();
-    if text.is_empty() { error.to_string() } else { text }
+    if text.is_empty() {
+        error.to_string()
+    } else {
+        text
+    }
 }
 
 /// The system's CA certificates plus those in `SSL_CERT_FILE`, if set.

@@ -14,9 +14,12 @@ const DEMO_SECRET: &str = "demo-secret";
 
 pub async fn run() -> Result<(), String> {
     let mut vars: std::collections::HashMap<String, String> = std::env::vars().collect();
-    vars.entry("TINYSCALE_SECRET".into()).or_insert_with(|| DEMO_SECRET.into());
-    vars.entry("TINYSCALE_BIND".into()).or_insert_with(|| "127.0.0.1".into());
-    let settings = Settings::from_vars(|name| vars.get(name).cloned()).map_err(|e| e.to_string())?;
+    vars.entry("TINYSCALE_SECRET".into())
+        .or_insert_with(|| DEMO_SECRET.into());
+    vars.entry("TINYSCALE_BIND".into())
+        .or_insert_with(|| "127.0.0.1".into());
+    let settings =
+        Settings::from_vars(|name| vars.get(name).cloned()).map_err(|e| e.to_string())?;
     crate::init_logging(&settings.log_filter);
 
     let mut specs = Vec::new();
@@ -46,14 +49,32 @@ pub async fn run() -> Result<(), String> {
             checksum::signed_query(call, query, &settings.secret, Algorithm::Sha1)
         )
     };
-    println!("tinyscale demo: balancer on http://{address}/bigbluebutton/api (secret {:?})", settings.secret);
+    println!(
+        "tinyscale demo: balancer on http://{address}/bigbluebutton/api (secret {:?})",
+        settings.secret
+    );
     for sim in &sims {
         println!("  simulated BBB server {}", sim.url());
     }
     println!("\nTry, in this order:");
-    println!("  create:         {}", url("create", "name=Demo+Class&meetingID=demo-1&attendeePW=ap&moderatorPW=mp"));
-    println!("  join:           {}", url("join", "meetingID=demo-1&fullName=Ada+Lovelace&role=MODERATOR"));
-    println!("  getMeetingInfo: {}", url("getMeetingInfo", "meetingID=demo-1"));
+    println!(
+        "  create:         {}",
+        url(
+            "create",
+            "name=Demo+Class&meetingID=demo-1&attendeePW=ap&moderatorPW=mp"
+        )
+    );
+    println!(
+        "  join:           {}",
+        url(
+            "join",
+            "meetingID=demo-1&fullName=Ada+Lovelace&role=MODERATOR"
+        )
+    );
+    println!(
+        "  getMeetingInfo: {}",
+        url("getMeetingInfo", "meetingID=demo-1")
+    );
     println!("  getMeetings:    {}", url("getMeetings", ""));
     println!("  end:            {}", url("end", "meetingID=demo-1"));
     println!("\nPress Ctrl-C to stop.");

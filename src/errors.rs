@@ -43,7 +43,9 @@ pub enum ApiError {
     Unsupported,
     #[error("The server for this meeting is disabled/offline.")]
     ServerUnavailable,
-    #[error("The request body is larger than the {0} bytes allowed.")]
+    /// BBB has no key for this (nginx in front of it answers 413); an
+    /// invented key would break clients, so it is an internalError.
+    #[error("The request body is larger than the {0} bytes allowed (TINYSCALE_MAX_BODY).")]
     BodyTooLarge(usize),
     /// Something failed on the way; the sentence says what, never a secret.
     #[error("{0}")]
@@ -63,8 +65,7 @@ impl ApiError {
             ApiError::NoRecording(_) => "noRecordings",
             ApiError::Unsupported => "unsupportedRequest",
             ApiError::ServerUnavailable => "serverUnavailable",
-            ApiError::BodyTooLarge(_) => "requestBodyTooLarge",
-            ApiError::Internal(_) => "internalError",
+            ApiError::BodyTooLarge(_) | ApiError::Internal(_) => "internalError",
         }
     }
 

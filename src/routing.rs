@@ -128,10 +128,20 @@ impl Router {
     }
 
     /// Sends the client's request, re-signed, to one server.
-    async fn forward(&self, request: &ApiRequest, server: &Server, record_ids: Option<&[String]>) -> Result<Answer, BackendError> {
+    async fn forward(
+        &self,
+        request: &ApiRequest,
+        server: &Server,
+        record_ids: Option<&[String]>,
+    ) -> Result<Answer, BackendError> {
         let Outgoing { uri, body } = request.for_server(&server.spec, record_ids);
         self.backend
-            .send(request.method.clone(), &uri, request.content_type.as_ref(), body)
+            .send(
+                request.method.clone(),
+                &uri,
+                request.content_type.as_ref(),
+                body,
+            )
             .await
     }
 
@@ -168,7 +178,10 @@ impl Router {
                     return Ok(Outcome::answer(answer, server));
                 }
                 Err(e) if e.never_reached() => {
-                    tracing::warn!(server = server.name(), "create not placed there: {e}; trying the next server");
+                    tracing::warn!(
+                        server = server.name(),
+                        "create not placed there: {e}; trying the next server"
+                    );
                 }
                 Err(e) => {
                     tracing::warn!(server = server.name(), "create sent but {e}");
@@ -243,7 +256,13 @@ impl Router {
         Ok(self.after_meeting_call(call, meeting_id, answer, &owner))
     }
 
-    fn after_meeting_call(&self, call: Call, meeting_id: &str, answer: Answer, server: &Arc<Server>) -> Outcome {
+    fn after_meeting_call(
+        &self,
+        call: Call,
+        meeting_id: &str,
+        answer: Answer,
+        server: &Arc<Server>,
+    ) -> Outcome {
         if call == Call::End && xml::is_success(&answer.body) {
             self.state.forget(meeting_id, server);
         }
@@ -257,7 +276,11 @@ impl Router {
             if !confirm || owner.confirmed.elapsed() <= CONFIRM_WINDOW {
                 return Ok(Located::At(owner.server));
             }
-            let uri = api::own_call(&owner.server.spec, "getMeetingInfo", &meeting_query(meeting_id));
+            let uri = api::own_call(
+                &owner.server.spec,
+                "getMeetingInfo",
+                &meeting_query(meeting_id),
+            );
             match self.backend.get(&uri).await {
                 Ok(answer) if xml::is_success(&answer.body) => {
                     self.state.remember(meeting_id, &owner.server);
@@ -288,7 +311,9 @@ impl Router {
             });
         }
         while let Some(joined) = asks.join_next().await {
-            let Ok((server, result)) = joined else { continue };
+            let Ok((server, result)) = joined else {
+                continue;
+            };
             match result {
                 Ok(answer) if xml::is_success(&answer.body) => {
                     self.state.remember(meeting_id, &server);
@@ -304,7 +329,9 @@ impl Router {
     /// Sends the client's call to every server at once and merges the
     /// answers' `<list>`. Servers that fail are left out and logged.
     async fn merged_list(&self, request: &ApiRequest, list: &str) -> Outcome {
-        let answers = self.ask_all(|server| request.for_server(&server.spec, None), request).await;
+        let answers = self
+            .ask_all(|server| request.for_server(&server.spec, None), request)
+            .await;
         let bodies = answers.iter().map(|(_, a)| a.body.as_ref());
         let body = xml::merge_lists(bodies, list).unwrap_or_else(|| {
             if list == "meetings" {
@@ -316,7 +343,11 @@ impl Router {
         Outcome {
             result: summarize(body.as_bytes()),
             response: errors::xml_response(body),
-            server: Some(format!("{} of {}", answers.len(), self.state.servers().len())),
+            server: Some(format!(
+                "{} of {}",
+                answers.len(),
+                self.state.servers().len()
+            )),
         }
     }
 
@@ -335,21 +366,37 @@ impl Router {
             let method = request.method.clone();
             let content_type = request.content_type.clone();
             asks.spawn(async move {
-                (index, backend.send(method, &uri, content_type.as_ref(), body).await)
+                (
+                    index,
+                    backend
+                        .send(method, &uri, content_type.as_ref(), body)
+                        .await,
+                )
             });
         }
         let mut answers = Vec::new();
         while let Some(joined) = asks.join_next().await {
-            let Ok((index, result)) = joined else { continue };
+            let Ok((index, result)) = joined else {
+                continue;
+            };
             let server = &servers[index];
             match result {
                 Ok(answer) => {
                     if !xml::is_success(&answer.body) {
-                        tracing::warn!(server = server.name(), result = summarize(&answer.body), "left out of the merged {}", request.call.name());
+                        tracing::warn!(
+                            server = server.name(),
+                            result = summarize(&answer.body),
+                            "left out of the merged {}",
+                            request.call.name()
+                        );
                     }
                     answers.push((index, server.clone(), answer));
                 }
-                Err(e) => tracing::warn!(server = server.name(), "left out of the merged {}: server {e}", request.call.name()),
+                Err(e) => tracing::warn!(
+                    server = server.name(),
+                    "left out of the merged {}: server {e}",
+                    request.call.name()
+                ),
             }
         }
         answers.sort_by_key(|(index, _, _)| *index);
@@ -372,16 +419,25 @@ impl Router {
         }
         let mut found: BTreeMap<usize, (Arc<Server>, Vec<String>)> = BTreeMap::new();
         while let Some(joined) = asks.join_next().await {
-            let Ok((index, result)) = joined else { continue };
+            let Ok((index, result)) = joined else {
+                continue;
+            };
             match result {
                 Ok(answer) => {
                     let listed = xml::record_ids(&answer.body);
-                    let held: Vec<String> = ids.iter().filter(|id| listed.contains(id)).cloned().collect();
+                    let held: Vec<String> = ids
+                        .iter()
+                        .filter(|id| listed.contains(id))
+                        .cloned()
+                        .collect();
                     if !held.is_empty() {
                         found.insert(index, (servers[index].clone(), held));
                     }
                 }
-                Err(e) => tracing::warn!(server = servers[index].name(), "recording search: server {e}"),
+                Err(e) => tracing::warn!(
+                    server = servers[index].name(),
+                    "recording search: server {e}"
+                ),
             }
         }
         found
@@ -396,7 +452,10 @@ impl Router {
         }
         let found = self.find_recordings(&ids).await;
         if found.len() == 1 {
-            let (server, _) = found.into_values().next().ok_or(ApiError::RecordingsNotFound)?;
+            let (server, _) = found
+                .into_values()
+                .next()
+                .ok_or(ApiError::RecordingsNotFound)?;
             let answer = self
                 .forward(request, &server, None)
                 .await
@@ -413,14 +472,18 @@ impl Router {
             let method = request.method.clone();
             let content_type = request.content_type.clone();
             sends.spawn(async move {
-                let result = backend.send(method, &outgoing.uri, content_type.as_ref(), outgoing.body).await;
+                let result = backend
+                    .send(method, &outgoing.uri, content_type.as_ref(), outgoing.body)
+                    .await;
                 (server, result)
             });
         }
         let mut first_success = None;
         let mut failure = None;
         while let Some(joined) = sends.join_next().await {
-            let Ok((server, result)) = joined else { continue };
+            let Ok((server, result)) = joined else {
+                continue;
+            };
             match result {
                 Ok(answer) if xml::is_success(&answer.body) => {
                     first_success.get_or_insert((answer, server));
@@ -444,9 +507,16 @@ impl Router {
     /// getRecordingTextTracks, putRecordingTextTrack: the server that has
     /// the recording; answers are JSON.
     async fn text_track_call(&self, request: &ApiRequest) -> Result<Outcome, ApiError> {
-        let id = request.record_ids().into_iter().next().ok_or(ApiError::MissingRecordId)?;
+        let id = request
+            .record_ids()
+            .into_iter()
+            .next()
+            .ok_or(ApiError::MissingRecordId)?;
         let found = self.find_recordings(std::slice::from_ref(&id)).await;
-        let (server, _) = found.into_values().next().ok_or(ApiError::NoRecording(id))?;
+        let (server, _) = found
+            .into_values()
+            .next()
+            .ok_or(ApiError::NoRecording(id))?;
         let answer = self
             .forward(request, &server, None)
             .await

@@ -54,7 +54,12 @@ impl App {
         tracing::info!(
             version = env!("CARGO_PKG_VERSION"),
             servers = servers.len(),
-            checksums = self.algorithms.iter().map(|a| a.name()).collect::<Vec<_>>().join(","),
+            checksums = self
+                .algorithms
+                .iter()
+                .map(|a| a.name())
+                .collect::<Vec<_>>()
+                .join(","),
             "tinyscale listening on {address}"
         );
         let backend = self.router.backend.clone();
@@ -109,7 +114,10 @@ pub async fn serve(listener: TcpListener, app: Arc<App>, shutdown: impl Future<O
     }
     drop(listener);
     tracing::info!("stopped listening; finishing requests in flight");
-    if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown()).await.is_err() {
+    if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown())
+        .await
+        .is_err()
+    {
         tracing::warn!("requests still in flight after {SHUTDOWN_GRACE:?}; stopping anyway");
     }
 }
@@ -119,16 +127,28 @@ pub async fn handle(app: &App, request: Request<Incoming>) -> Response<Body> {
     let started = Instant::now();
     let path = request.uri().path().to_string();
     let (call_name, meeting_id, outcome) = match api::target(&path) {
-        Target::Root => ("api".to_string(), None, Outcome {
-            response: errors::api_root(),
-            server: None,
-            result: "SUCCESS".into(),
-        }),
+        Target::Root => (
+            "api".to_string(),
+            None,
+            Outcome {
+                response: errors::api_root(),
+                server: None,
+                result: "SUCCESS".into(),
+            },
+        ),
         Target::Other => return errors::not_found_page(),
         Target::Unsupported(name) => {
             let name = name.to_string();
             let error = ApiError::Unsupported;
-            (name, None, Outcome { result: error.key().into(), response: error.to_xml(), server: None })
+            (
+                name,
+                None,
+                Outcome {
+                    result: error.key().into(),
+                    response: error.to_xml(),
+                    server: None,
+                },
+            )
         }
         Target::Api(call) => {
             let (parts, body) = request.into_parts();
@@ -151,8 +171,20 @@ pub async fn handle(app: &App, request: Request<Incoming>) -> Response<Body> {
                     (call.name().to_string(), meeting_id, outcome)
                 }
                 Err(error) => {
-                    let response = if call.answers_json() { error.to_json() } else { error.to_xml() };
-                    (call.name().to_string(), None, Outcome { result: error.key().into(), response, server: None })
+                    let response = if call.answers_json() {
+                        error.to_json()
+                    } else {
+                        error.to_xml()
+                    };
+                    (
+                        call.name().to_string(),
+                        None,
+                        Outcome {
+                            result: error.key().into(),
+                            response,
+                            server: None,
+                        },
+                    )
                 }
             }
         }

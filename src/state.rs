@@ -54,7 +54,10 @@ impl State {
     pub fn new(specs: Vec<ServerSpec>) -> State {
         State {
             servers: RwLock::new(Arc::new(
-                specs.into_iter().map(|spec| Arc::new(Server { spec })).collect(),
+                specs
+                    .into_iter()
+                    .map(|spec| Arc::new(Server { spec }))
+                    .collect(),
             )),
             meetings: Mutex::new(HashMap::new()),
             creates: Mutex::new(HashMap::new()),
@@ -64,7 +67,10 @@ impl State {
 
     /// The servers, as one consistent list.
     pub fn servers(&self) -> Arc<Vec<Arc<Server>>> {
-        self.servers.read().unwrap_or_else(|e| e.into_inner()).clone()
+        self.servers
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Where the meeting was last seen, if anywhere.
@@ -139,7 +145,9 @@ impl State {
         }
     }
 
-    fn creates_map(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<tokio::sync::Mutex<()>>>> {
+    fn creates_map(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<String, Arc<tokio::sync::Mutex<()>>>> {
         self.creates.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -188,7 +196,12 @@ mod tests {
             .collect();
         assert_eq!(
             firsts,
-            ["http://127.0.0.1:1", "http://127.0.0.1:2", "http://127.0.0.1:3", "http://127.0.0.1:1"]
+            [
+                "http://127.0.0.1:1",
+                "http://127.0.0.1:2",
+                "http://127.0.0.1:3",
+                "http://127.0.0.1:1"
+            ]
         );
         assert_eq!(state.placement_order().len(), 3);
     }
@@ -198,7 +211,10 @@ mod tests {
         let state = State::new(vec![spec(1), spec(2)]);
         let servers = state.servers();
         state.remember("m", &servers[0]);
-        assert_eq!(state.owner("m").unwrap().server.name(), "http://127.0.0.1:1");
+        assert_eq!(
+            state.owner("m").unwrap().server.name(),
+            "http://127.0.0.1:1"
+        );
         state.forget("m", &servers[1]);
         assert!(state.owner("m").is_some());
         state.forget("m", &servers[0]);

@@ -72,7 +72,7 @@ pub fn merge_lists<'a>(bodies: impl IntoIterator<Item = &'a [u8]>, list: &str) -
             merged.extend_from_slice(content);
         }
     }
-    if !merged.iter().any(|&b| b == b'<') {
+    if !merged.contains(&b'<') {
         return None;
     }
     let merged = String::from_utf8_lossy(&merged);

@@ -48,7 +48,8 @@ impl Doc {
     }
 
     fn cdata(&mut self, name: &str, value: &str) -> &mut Doc {
-        self.0.push_str(&format!("<{name}>{}</{name}>", cdata(value)));
+        self.0
+            .push_str(&format!("<{name}>{}</{name}>", cdata(value)));
         self
     }
 

@@ -148,9 +148,11 @@ fn route(path: &str) -> Route<'_> {
 
 fn is_form(content_type: Option<&str>) -> bool {
     content_type.is_some_and(|ct| {
-        ct.split(';')
-            .next()
-            .is_some_and(|media| media.trim().eq_ignore_ascii_case("application/x-www-form-urlencoded"))
+        ct.split(';').next().is_some_and(|media| {
+            media
+                .trim()
+                .eq_ignore_ascii_case("application/x-www-form-urlencoded")
+        })
     })
 }
 
@@ -158,7 +160,10 @@ fn is_form(content_type: Option<&str>) -> bool {
 /// empty URL query, over the sorted body parameters with the body's one
 /// `checksum`. A missing or repeated checksum fails.
 fn checksum_ok(secret: &str, call: &str, req: &Incoming<'_>) -> bool {
-    if req.method.eq_ignore_ascii_case("POST") && is_form(req.content_type) && req.raw_query.is_empty() {
+    if req.method.eq_ignore_ascii_case("POST")
+        && is_form(req.content_type)
+        && req.raw_query.is_empty()
+    {
         let (signing, sums) = checksum::form_body_signing_string(req.body);
         return match sums.as_slice() {
             [one] => checksum::verify(call, &signing, one, secret, &Algorithm::ALL).is_ok(),
@@ -166,7 +171,14 @@ fn checksum_ok(secret: &str, call: &str, req: &Incoming<'_>) -> bool {
         };
     }
     match checksum::split_checksum(req.raw_query) {
-        Ok(split) => checksum::verify(call, &split.unsigned, split.checksum, secret, &Algorithm::ALL).is_ok(),
+        Ok(split) => checksum::verify(
+            call,
+            &split.unsigned,
+            split.checksum,
+            secret,
+            &Algorithm::ALL,
+        )
+        .is_ok(),
         Err(_) => false,
     }
 }
@@ -201,12 +213,18 @@ impl Params {
     /// A comma list, blanks dropped.
     fn list(&self, name: &str) -> Vec<&str> {
         self.get(name)
-            .map(|v| v.split(',').map(str::trim).filter(|s| !s.is_empty()).collect())
+            .map(|v| {
+                v.split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .collect()
+            })
             .unwrap_or_default()
     }
 
     fn is_true(&self, name: &str) -> bool {
-        self.get(name).is_some_and(|v| v.trim().eq_ignore_ascii_case("true"))
+        self.get(name)
+            .is_some_and(|v| v.trim().eq_ignore_ascii_case("true"))
     }
 
     fn number<T: std::str::FromStr>(&self, name: &str) -> Option<T> {
@@ -237,7 +255,10 @@ fn is_xml_name(name: &str) -> bool {
 
 const MISSING_MEETING_ID: (&str, &str) = ("missingParamMeetingID", "You must provide a meeting ID");
 const MEETING_NOT_FOUND: (&str, &str) = ("notFound", "A meeting with that ID does not exist");
-const MISSING_RECORD_ID: (&str, &str) = ("missingParamRecordID", "You must specify one or more a record IDs.");
+const MISSING_RECORD_ID: (&str, &str) = (
+    "missingParamRecordID",
+    "You must specify one or more a record IDs.",
+);
 const RECORDINGS_NOT_FOUND: (&str, &str) = ("notFound", "We could not find recordings");
 
 /// The simulated server's identity and state, apart from any socket.
@@ -286,7 +307,8 @@ impl Core {
                 reply: Reply::page(
                     200,
                     "text/html;charset=utf-8",
-                    "<!DOCTYPE html><html><body><p>You have left the meeting.</p></body></html>".to_string(),
+                    "<!DOCTYPE html><html><body><p>You have left the meeting.</p></body></html>"
+                        .to_string(),
                 ),
             },
             Route::NotFound => Outcome {
@@ -387,11 +409,14 @@ impl Core {
             );
         };
         let password = p.get("password");
-        let role = p.get("role").and_then(Role::parse).or_else(|| match password {
-            Some(pw) if pw == meeting.moderator_pw => Some(Role::Moderator),
-            Some(pw) if pw == meeting.attendee_pw => Some(Role::Viewer),
-            _ => None,
-        });
+        let role = p
+            .get("role")
+            .and_then(Role::parse)
+            .or_else(|| match password {
+                Some(pw) if pw == meeting.moderator_pw => Some(Role::Moderator),
+                Some(pw) if pw == meeting.attendee_pw => Some(Role::Viewer),
+                _ => None,
+            });
         let Some(role) = role else {
             return self.join_error(
                 "invalidPassword",
@@ -401,12 +426,15 @@ impl Core {
         let user_id = meeting.add_attendee(full_name, role, p.get("userID"), false);
         let internal_meeting_id = meeting.internal_id.clone();
         let session_token = random_token(16);
-        state
-            .sessions
-            .insert(session_token.clone(), (meeting_id.to_string(), user_id.clone()));
+        state.sessions.insert(
+            session_token.clone(),
+            (meeting_id.to_string(), user_id.clone()),
+        );
         drop(state);
         let url = format!("{}/html5client/join?sessionToken={session_token}", self.url);
-        if p.get("redirect").is_some_and(|v| v.trim().eq_ignore_ascii_case("false")) {
+        if p.get("redirect")
+            .is_some_and(|v| v.trim().eq_ignore_ascii_case("false"))
+        {
             Reply::xml(answer::joined(&answer::Joined {
                 internal_meeting_id: &internal_meeting_id,
                 user_id: &user_id,
@@ -428,17 +456,23 @@ impl Core {
             .and_then(|(meeting_id, user_id)| {
                 let m = state.meeting(meeting_id)?;
                 let a = m.attendees.iter().find(|a| &a.user_id == user_id)?;
-                Some((m.name.clone(), m.meeting_id.clone(), a.full_name.clone()))
+                Some((
+                    m.name.clone(),
+                    m.meeting_id.clone(),
+                    a.full_name.clone(),
+                    m.logout_url.clone(),
+                ))
             });
         match found {
-            Some((name, id, who)) => Reply::page(
+            Some((name, id, who, logout)) => Reply::page(
                 200,
                 "text/html;charset=utf-8",
                 format!(
-                    "<!DOCTYPE html><html><body><p>joined</p><p id=\"meeting\">{}</p><p id=\"meetingID\">{}</p><p id=\"user\">{}</p></body></html>",
+                    "<!DOCTYPE html><html><body><p>joined</p><p id=\"meeting\">{}</p><p id=\"meetingID\">{}</p><p id=\"user\">{}</p><p><a href=\"{}\">Leave</a></p></body></html>",
                     answer::escape(&name),
                     answer::escape(&id),
-                    answer::escape(&who)
+                    answer::escape(&who),
+                    answer::escape(&logout)
                 ),
             ),
             None => Reply::page(
@@ -453,7 +487,9 @@ impl Core {
         let Some(meeting_id) = p.non_empty("meetingID") else {
             return Reply::failed(MISSING_MEETING_ID.0, MISSING_MEETING_ID.1);
         };
-        let running = lock(&self.state).meeting(meeting_id).is_some_and(|m| m.running);
+        let running = lock(&self.state)
+            .meeting(meeting_id)
+            .is_some_and(|m| m.running);
         Reply::xml(answer::running(running))
     }
 
@@ -501,7 +537,10 @@ impl Core {
         if p.non_empty("message").is_none() {
             return Reply::failed("missingParamMessage", "You must provide the param message");
         }
-        if lock(&self.state).meeting(meeting_id).is_some_and(|m| m.running) {
+        if lock(&self.state)
+            .meeting(meeting_id)
+            .is_some_and(|m| m.running)
+        {
             Reply::xml(answer::success("", ""))
         } else {
             Reply::failed("meetingNotFound", "Meeting not found or not active")
@@ -520,7 +559,10 @@ impl Core {
             metadata: p.meta(),
         };
         let state = lock(&self.state);
-        Reply::xml(answer::recordings(&state.find_recordings(&filter), &self.url))
+        Reply::xml(answer::recordings(
+            &state.find_recordings(&filter),
+            &self.url,
+        ))
     }
 
     fn publish_recordings(&self, p: &Params) -> Reply {
@@ -529,7 +571,10 @@ impl Core {
             return Reply::failed(MISSING_RECORD_ID.0, MISSING_RECORD_ID.1);
         }
         let Some(publish) = p.non_empty("publish") else {
-            return Reply::failed("missingParamPublish", "You must specify a publish value true or false.");
+            return Reply::failed(
+                "missingParamPublish",
+                "You must specify a publish value true or false.",
+            );
         };
         let publish = publish.trim().eq_ignore_ascii_case("true");
         let found = lock(&self.state).change_recordings(&ids, |r| {
@@ -580,7 +625,10 @@ impl Core {
 
     fn get_recording_text_tracks(&self, p: &Params) -> Reply {
         let Some(record_id) = p.non_empty("recordID") else {
-            return Reply::json(answer::json_failed(MISSING_RECORD_ID.0, MISSING_RECORD_ID.1));
+            return Reply::json(answer::json_failed(
+                MISSING_RECORD_ID.0,
+                MISSING_RECORD_ID.1,
+            ));
         };
         match lock(&self.state).recording(record_id) {
             Some(r) => Reply::json(answer::text_tracks(record_id, &r.tracks, &self.url)),
@@ -595,7 +643,10 @@ impl Core {
     /// kept in the request log.
     fn put_recording_text_track(&self, p: &Params) -> Reply {
         let Some(record_id) = p.non_empty("recordID") else {
-            return Reply::json(answer::json_failed(MISSING_RECORD_ID.0, MISSING_RECORD_ID.1));
+            return Reply::json(answer::json_failed(
+                MISSING_RECORD_ID.0,
+                MISSING_RECORD_ID.1,
+            ));
         };
         let kind = p.get("kind").unwrap_or("");
         if kind != "subtitles" && kind != "captions" {
@@ -605,7 +656,10 @@ impl Core {
             ));
         }
         let Some(lang) = p.non_empty("lang") else {
-            return Reply::json(answer::json_failed("invalidLang", "Malformed lang param, received=null"));
+            return Reply::json(answer::json_failed(
+                "invalidLang",
+                "Malformed lang param, received=null",
+            ));
         };
         let label = p.non_empty("label").unwrap_or(lang);
         let mut state = lock(&self.state);
@@ -615,7 +669,9 @@ impl Core {
                 &format!("No recording found for {record_id}"),
             ));
         };
-        recording.tracks.retain(|t| !(t.kind == kind && t.lang == lang));
+        recording
+            .tracks
+            .retain(|t| !(t.kind == kind && t.lang == lang));
         recording.tracks.push(TextTrack {
             kind: kind.to_string(),
             lang: lang.to_string(),
@@ -628,14 +684,24 @@ impl Core {
 
 /// bbb-web's answer to a path it has no controller for.
 fn not_found() -> Reply {
-    Reply::page(404, "text/plain;charset=utf-8", "404 Not Found\n".to_string())
+    Reply::page(
+        404,
+        "text/plain;charset=utf-8",
+        "404 Not Found\n".to_string(),
+    )
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn req<'a>(method: &'a str, path: &'a str, raw_query: &'a str, content_type: Option<&'a str>, body: &'a [u8]) -> Incoming<'a> {
+    fn req<'a>(
+        method: &'a str,
+        path: &'a str,
+        raw_query: &'a str,
+        content_type: Option<&'a str>,
+        body: &'a [u8],
+    ) -> Incoming<'a> {
         Incoming {
             method,
             path,
@@ -649,8 +715,14 @@ mod tests {
     fn routes() {
         assert!(matches!(route("/bigbluebutton/api"), Route::ApiIndex));
         assert!(matches!(route("/bigbluebutton/api/"), Route::ApiIndex));
-        assert!(matches!(route("/bigbluebutton/api/create"), Route::Api("create", Some(Call::Create))));
-        assert!(matches!(route("/bigbluebutton/api/hooks/list"), Route::Api("hooks/list", None)));
+        assert!(matches!(
+            route("/bigbluebutton/api/create"),
+            Route::Api("create", Some(Call::Create))
+        ));
+        assert!(matches!(
+            route("/bigbluebutton/api/hooks/list"),
+            Route::Api("hooks/list", None)
+        ));
         assert!(matches!(route("/bigbluebutton/apix"), Route::NotFound));
         assert!(matches!(route("/html5client/join"), Route::Html5Join));
     }
@@ -661,12 +733,24 @@ mod tests {
         let sum = checksum::sign("create", unsigned, "s3", Algorithm::Sha1);
         let body = format!("name=Test%20Meeting&meetingID=abc&checksum={sum}");
         let form = Some("application/x-www-form-urlencoded; charset=UTF-8");
-        assert!(checksum_ok("s3", "create", &req("POST", "", "", form, body.as_bytes())));
+        assert!(checksum_ok(
+            "s3",
+            "create",
+            &req("POST", "", "", form, body.as_bytes())
+        ));
         let twice = format!("{body}&checksum={sum}");
-        assert!(!checksum_ok("s3", "create", &req("POST", "", "", form, twice.as_bytes())));
+        assert!(!checksum_ok(
+            "s3",
+            "create",
+            &req("POST", "", "", form, twice.as_bytes())
+        ));
         // With a URL query, the query is what counts.
         let q = checksum::signed_query("create", "meetingID=x", "s3", Algorithm::Sha256);
-        assert!(checksum_ok("s3", "create", &req("POST", "", &q, form, body.as_bytes())));
+        assert!(checksum_ok(
+            "s3",
+            "create",
+            &req("POST", "", &q, form, body.as_bytes())
+        ));
     }
 
     #[test]
@@ -679,7 +763,10 @@ mod tests {
             b"",
         ));
         assert_eq!(p.get("name"), Some("A B C"));
-        assert_eq!(p.meta(), vec![("bn-origin".to_string(), "Moodle".to_string())]);
+        assert_eq!(
+            p.meta(),
+            vec![("bn-origin".to_string(), "Moodle".to_string())]
+        );
         assert_eq!(p.list("recordID"), vec!["a", "b"]);
     }
 }

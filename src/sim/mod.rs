@@ -177,7 +177,9 @@ impl SimHandle {
             let _runtime = inner.runtime.enter();
             match bind(inner.addr) {
                 Ok(l) => *listener = Some(l),
-                Err(e) => tracing::warn!(addr = %inner.addr, error = %e, "sim: cannot bind again, will retry"),
+                Err(e) => {
+                    tracing::warn!(addr = %inner.addr, error = %e, "sim: cannot bind again, will retry")
+                }
             }
         }
     }
@@ -258,10 +260,10 @@ impl SimHandle {
             self.inner.control.send_modify(|c| c.stopped = true);
         }
         let task = lock(&self.inner.accept_task).take();
-        if let Some(task) = task {
-            if let Err(e) = task.await {
-                tracing::warn!(error = %e, "sim: accept task failed");
-            }
+        if let Some(task) = task
+            && let Err(e) = task.await
+        {
+            tracing::warn!(error = %e, "sim: accept task failed");
         }
         let mut open = self.inner.connections.subscribe();
         // The sender lives in `inner`, which we hold: this cannot fail.
@@ -392,7 +394,10 @@ async fn serve_connection(inner: Arc<Inner>, stream: TcpStream) {
 #[error("the simulator dropped the request")]
 struct Dropped;
 
-async fn handle(inner: Arc<Inner>, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Dropped> {
+async fn handle(
+    inner: Arc<Inner>,
+    req: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, Dropped> {
     let (parts, body) = req.into_parts();
     let body = Limited::new(body, MAX_BODY)
         .collect()
@@ -435,8 +440,10 @@ async fn handle(inner: Arc<Inner>, req: Request<Incoming>) -> Result<Response<Fu
     if let Some(location) = &reply.location {
         response = response.header(LOCATION, location);
     }
-    response.body(Full::new(Bytes::from(reply.body))).map_err(|e| {
-        tracing::error!(error = %e, "sim: cannot build the answer");
-        Dropped
-    })
+    response
+        .body(Full::new(Bytes::from(reply.body)))
+        .map_err(|e| {
+            tracing::error!(error = %e, "sim: cannot build the answer");
+            Dropped
+        })
 }

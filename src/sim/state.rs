@@ -115,7 +115,10 @@ impl Meeting {
     }
 
     pub fn listener_count(&self) -> usize {
-        self.attendees.iter().filter(|a| a.is_listening_only).count()
+        self.attendees
+            .iter()
+            .filter(|a| a.is_listening_only)
+            .count()
     }
 
     pub fn voice_count(&self) -> usize {
@@ -224,7 +227,9 @@ impl State {
     }
 
     pub fn meeting_mut(&mut self, meeting_id: &str) -> Option<&mut Meeting> {
-        self.meetings.iter_mut().find(|m| m.meeting_id == meeting_id)
+        self.meetings
+            .iter_mut()
+            .find(|m| m.meeting_id == meeting_id)
     }
 
     /// Creates a meeting, or applies bbb-web's rule for an existing one:
@@ -297,15 +302,26 @@ impl State {
     }
 
     pub fn recording_mut(&mut self, record_id: &str) -> Option<&mut Recording> {
-        self.recordings.iter_mut().find(|r| r.record_id == record_id)
+        self.recordings
+            .iter_mut()
+            .find(|r| r.record_id == record_id)
     }
 
     pub fn find_recordings(&self, filter: &RecordingFilter<'_>) -> Vec<&Recording> {
-        self.recordings.iter().filter(|r| filter.matches(r)).collect()
+        self.recordings
+            .iter()
+            .filter(|r| filter.matches(r))
+            .collect()
     }
 
     /// Adds a recording, or replaces one with the same record ID.
-    pub fn seed_recording(&mut self, record_id: &str, meeting_id: &str, name: &str, published: bool) {
+    pub fn seed_recording(
+        &mut self,
+        record_id: &str,
+        meeting_id: &str,
+        name: &str,
+        published: bool,
+    ) {
         let end_time = now_millis();
         let recording = Recording {
             record_id: record_id.to_string(),
@@ -327,7 +343,11 @@ impl State {
 
     /// Applies `change` to each listed recording that exists; false if none
     /// of them exists (then nothing changed).
-    pub fn change_recordings(&mut self, record_ids: &[&str], mut change: impl FnMut(&mut Recording)) -> bool {
+    pub fn change_recordings(
+        &mut self,
+        record_ids: &[&str],
+        mut change: impl FnMut(&mut Recording),
+    ) -> bool {
         let mut found = false;
         for r in self.recordings.iter_mut() {
             if record_ids.contains(&r.record_id.as_str()) {
@@ -348,7 +368,11 @@ impl State {
 }
 
 pub(super) fn state_name(published: bool) -> &'static str {
-    if published { "published" } else { "unpublished" }
+    if published {
+        "published"
+    } else {
+        "unpublished"
+    }
 }
 
 pub(super) fn now_millis() -> u64 {
@@ -432,7 +456,10 @@ mod tests {
         let a = random_token(16);
         let b = random_token(16);
         assert_eq!(a.len(), 16);
-        assert!(a.bytes().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit()));
+        assert!(
+            a.bytes()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+        );
         assert_ne!(a, b);
     }
 

@@ -1,0 +1,258 @@
+//! Servers that are down or hang, and a balancer that must keep serving the
+//! calls that do not need them.
+
+mod support;
+
+use support::*;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_create_whose_server_is_down_lands_on_another() {
+    let cluster = Cluster::start(3).await;
+    cluster.sims[1].set_mode(Mode::Refuse);
+    for n in 0..6 {
+        let holder = cluster.create(&format!("fallback-{n}")).await;
+        assert_ne!(holder, 1);
+    }
+    assert!(cluster.lb.logs().contains("trying the next server"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn no_server_reachable_is_an_internal_error() {
+    let cluster = Cluster::start(2).await;
+    for sim in &cluster.sims {
+        sim.set_mode(Mode::Refuse);
+    }
+    let reply = cluster.call("create", "name=x&meetingID=nowhere").await;
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.returncode(), Some("FAILED"));
+    assert_eq!(reply.message_key(), Some("internalError"));
+    let reply = cluster.call("getMeetings", "").await;
+    assert_eq!(reply.returncode(), Some("SUCCESS"));
+    assert_eq!(reply.message_key(), Some("noMeetings"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_down_server_breaks_only_its_own_meetings() {
+    let cluster = Cluster::start(3).await;
+    let mut on = [None, None, None];
+    for n in 0..3 {
+        let id = format!("m-{n}");
+        let holder = cluster.create(&id).await;
+        on[holder] = Some(id);
+    }
+    let [Some(a), Some(b), Some(_)] = on.clone() else {
+        panic!("round robin: {on:?}")
+    };
+    cluster.sims[1].set_mode(Mode::Refuse);
+
+    let reply = cluster
+        .call("getMeetingInfo", &format!("meetingID={a}"))
+        .await;
+    assert_eq!(reply.returncode(), Some("SUCCESS"));
+    let reply = cluster
+        .call("getMeetingInfo", &format!("meetingID={b}"))
+        .await;
+    assert_eq!(reply.message_key(), Some("internalError"));
+    let message = reply.field("message").unwrap();
+    assert!(
+        message.contains(&cluster.sims[1].url()),
+        "names the server: {message}"
+    );
+    assert!(message.contains("could not connect"), "{message}");
+    assert!(!message.contains("secret"));
+
+    let reply = cluster.call("getMeetings", "").await;
+    assert_eq!(reply.returncode(), Some("SUCCESS"));
+    assert_eq!(reply.body.matches("<meeting>").count(), 2, "{}", reply.body);
+
+    // It comes back: its meeting answers again, from the same server.
+    cluster.sims[1].set_mode(Mode::Normal);
+    let reply = cluster
+        .call("getMeetingInfo", &format!("meetingID={b}"))
+        .await;
+    assert_eq!(reply.returncode(), Some("SUCCESS"), "{}", reply.body);
+    assert_eq!(cluster.holder(&b), Some(1));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_hanging_server_does_not_slow_calls_for_meetings_elsewhere() {
+    // A long response timeout: if a call waited for the hanging server, the
+    // client's own patience (support::PATIENCE) would run out first.
+    let cluster = Cluster::start_with(3, &[("TINYSCALE_RESPONSE_TIMEOUT", "60")]).await;
+    let mut ids = Vec::new();
+    for n in 0..3 {
+        let id = format!("h-{n}");
+        ids.push((cluster.create(&id).await, id));
+    }
+    cluster.sims[2].set_mode(Mode::Hang);
+    for (holder, id) in &ids {
+        if *holder == 2 {
+            continue;
+        }
+        for call in ["getMeetingInfo", "isMeetingRunning"] {
+            let reply = cluster.call(call, &format!("meetingID={id}")).await;
+            assert_eq!(reply.returncode(), Some("SUCCESS"), "{call} {id}");
+        }
+        let reply = cluster
+            .call("join", &format!("meetingID={id}&fullName=A&role=VIEWER"))
+            .await;
+        assert_eq!(reply.status, 302);
+        assert!(
+            reply
+                .location()
+                .unwrap()
+                .starts_with(&cluster.sims[*holder].url())
+        );
+    }
+    cluster.sims[2].set_mode(Mode::Normal);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_create_sent_but_unanswered_is_not_tried_elsewhere() {
+    let cluster = Cluster::start_with(2, &[("TINYSCALE_RESPONSE_TIMEOUT", "0.5")]).await;
+    // Round-robin starts at server 0.
+    cluster.sims[0].set_mode(Mode::Hang);
+    let reply = cluster.call("create", "name=x&meetingID=maybe-made").await;
+    assert_eq!(reply.message_key(), Some("internalError"));
+    assert!(
+        reply
+            .field("message")
+            .unwrap()
+            .contains("not sent to another server")
+    );
+    assert!(!cluster.sims[1].has_meeting("maybe-made"));
+    cluster.sims[0].set_mode(Mode::Normal);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_owner_moves_only_when_the_meeting_really_moved() {
+    let cluster = Cluster::start(2).await;
+    let first = cluster.create("moving").await;
+    let other = 1 - first;
+    // The meeting ends on its server without tinyscale seeing it, and is
+    // created again on the other one (say, by a second tinyscale).
+    let sim = &cluster.sims[first];
+    let end = format!(
+        "{}/bigbluebutton/api/end?{}",
+        sim.url(),
+        signed(
+            "end",
+            "meetingID=moving",
+            &sim.secret(),
+            tinyscale::checksum::Algorithm::Sha1
+        )
+    );
+    assert_eq!(get(&end).await.returncode(), Some("SUCCESS"));
+    let sim = &cluster.sims[other];
+    let create = format!(
+        "{}/bigbluebutton/api/create?{}",
+        sim.url(),
+        signed(
+            "create",
+            "name=x&meetingID=moving",
+            &sim.secret(),
+            tinyscale::checksum::Algorithm::Sha1
+        )
+    );
+    assert_eq!(get(&create).await.returncode(), Some("SUCCESS"));
+
+    let reply = cluster.call("getMeetingInfo", "meetingID=moving").await;
+    assert_eq!(reply.returncode(), Some("SUCCESS"), "{}", reply.body);
+    // join confirms the owner before sending users there.
+    tokio::time::sleep(tinyscale::routing::CONFIRM_WINDOW).await;
+    let reply = cluster
+        .call("join", "meetingID=moving&fullName=A&role=VIEWER")
+        .await;
+    assert!(
+        reply
+            .location()
+            .unwrap()
+            .starts_with(&cluster.sims[other].url())
+    );
+    assert_eq!(cluster.holder("moving"), Some(other));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn join_after_the_meeting_moved_goes_to_its_new_server() {
+    let cluster = Cluster::start(2).await;
+    let first = cluster.create("rejoin").await;
+    let other = 1 - first;
+    let sim = &cluster.sims[first];
+    let end = format!(
+        "{}/bigbluebutton/api/end?{}",
+        sim.url(),
+        signed(
+            "end",
+            "meetingID=rejoin",
+            &sim.secret(),
+            tinyscale::checksum::Algorithm::Sha1
+        )
+    );
+    get(&end).await;
+    let sim = &cluster.sims[other];
+    let create = format!(
+        "{}/bigbluebutton/api/create?{}",
+        sim.url(),
+        signed(
+            "create",
+            "name=x&meetingID=rejoin",
+            &sim.secret(),
+            tinyscale::checksum::Algorithm::Sha1
+        )
+    );
+    get(&create).await;
+    tokio::time::sleep(tinyscale::routing::CONFIRM_WINDOW).await;
+    let reply = cluster
+        .call("join", "meetingID=rejoin&fullName=A&role=VIEWER")
+        .await;
+    assert_eq!(reply.status, 302);
+    assert!(
+        reply
+            .location()
+            .unwrap()
+            .starts_with(&cluster.sims[other].url())
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn one_bad_server_does_not_stop_the_start() {
+    let good = SimHandle::start("good-secret").await.unwrap();
+    let wrong = SimHandle::start("its-real-secret").await.unwrap();
+    let dead = SimHandle::start("dead-secret").await.unwrap();
+    dead.set_mode(Mode::Refuse);
+    let file = scratch_dir().join("servers.json");
+    std::fs::write(
+        &file,
+        serde_json::json!([
+            {"host": good.url(), "secret": "good-secret"},
+            {"host": wrong.url(), "secret": "not-its-secret"},
+            {"host": dead.url(), "secret": "dead-secret"},
+        ])
+        .to_string(),
+    )
+    .unwrap();
+    let lb = Balancer::start(&[
+        ("TINYSCALE_SECRET", SECRET),
+        ("TINYSCALE_SERVERS", file.to_str().unwrap()),
+    ]);
+    assert!(lb.wait_for_log("server unreachable").await, "{}", lb.logs());
+    assert!(
+        lb.wait_for_log("refuses our checksum").await,
+        "{}",
+        lb.logs()
+    );
+    assert!(lb.wait_for_log("server ok").await, "{}", lb.logs());
+    let logs = lb.logs();
+    assert!(!logs.contains("not-its-secret") && !logs.contains("good-secret"));
+    let url = format!(
+        "{}getMeetings?{}",
+        lb.api(),
+        signed(
+            "getMeetings",
+            "",
+            SECRET,
+            tinyscale::checksum::Algorithm::Sha1
+        )
+    );
+    assert_eq!(get(&url).await.returncode(), Some("SUCCESS"));
+}

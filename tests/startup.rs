@@ -1,0 +1,81 @@
+//! Starting and stopping the binary: configuration refused with a clear
+//! message, a clean exit on SIGTERM.
+
+mod support;
+
+use support::*;
+
+#[test]
+fn refuses_to_start_without_a_secret() {
+    let file = scratch_dir().join("servers.json");
+    std::fs::write(&file, r#"[{"host":"http://127.0.0.1:9","secret":"x"}]"#).unwrap();
+    for secret in [None, Some("")] {
+        let mut env = vec![("TINYSCALE_SERVERS", file.to_str().unwrap())];
+        if let Some(s) = secret {
+            env.push(("TINYSCALE_SECRET", s));
+        }
+        let Err((code, output)) = Balancer::try_start(&env) else {
+            panic!("started without a secret")
+        };
+        assert_ne!(code, Some(0));
+        assert_eq!(output.lines().count(), 1, "{output}");
+        assert!(output.contains("TINYSCALE_SECRET"), "{output}");
+    }
+}
+
+#[test]
+fn refuses_a_bad_servers_file_naming_file_entry_and_problem() {
+    let dir = scratch_dir();
+    let cases = [
+        ("not json", "is not valid JSON"),
+        ("[]", "lists no servers"),
+        (
+            r#"[{"host":"https://a.example.org"}]"#,
+            "server #1 (https://a.example.org): \"secret\" is missing",
+        ),
+        (r#"[{"host":"a.example.org","secret":"x"}]"#, "is not a URL"),
+        (
+            r#"[{"host":"https://a","secret":"x"},{"host":"https://a/","secret":"y"}]"#,
+            "server #2 (https://a/) is the same server as #1",
+        ),
+        (
+            r#"[{"host":"https://a","secret":"x","wheight":1}]"#,
+            "unknown field `wheight`",
+        ),
+    ];
+    for (n, (text, expected)) in cases.into_iter().enumerate() {
+        let file = dir.join(format!("servers-{n}.json"));
+        std::fs::write(&file, text).unwrap();
+        let Err((code, output)) = Balancer::try_start(&[
+            ("TINYSCALE_SECRET", SECRET),
+            ("TINYSCALE_SERVERS", file.to_str().unwrap()),
+        ]) else {
+            panic!("started with {text}")
+        };
+        assert_ne!(code, Some(0));
+        assert!(
+            output.contains(file.to_str().unwrap()),
+            "names the file: {output}"
+        );
+        assert!(output.contains(expected), "{text}: {output}");
+    }
+    let missing = dir.join("nope.json");
+    let Err((_, output)) = Balancer::try_start(&[
+        ("TINYSCALE_SECRET", SECRET),
+        ("TINYSCALE_SERVERS", missing.to_str().unwrap()),
+    ]) else {
+        panic!("started without a servers file")
+    };
+    assert!(output.contains("cannot be read"), "{output}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_stops_cleanly() {
+    let cluster = Cluster::start(1).await;
+    assert_eq!(
+        cluster.call("getMeetings", "").await.returncode(),
+        Some("SUCCESS")
+    );
+    let Cluster { lb, .. } = cluster;
+    assert_eq!(lb.terminate(), Some(0));
+}

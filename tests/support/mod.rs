@@ -1,0 +1,339 @@
+//! Shared by the integration tests: simulated BBB servers, the real
+//! `tinyscale` binary started in front of them on 127.0.0.1, and a client
+//! that signs URLs the way an LMS does.
+
+#![allow(dead_code, unused_imports)]
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::header::HeaderMap;
+use hyper::{Method, Request};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tinyscale::checksum::{self, Algorithm};
+pub use tinyscale::sim::{Mode, SimHandle};
+
+/// The secret the tests' "LMS" shares with tinyscale.
+pub const SECRET: &str = "lms-secret-0123456789";
+
+/// How long a test waits for any one answer. Generous: it only turns a hang
+/// into a failure instead of a stuck test run.
+pub const PATIENCE: Duration = Duration::from_secs(20);
+
+/// An answer as the client saw it.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: HeaderMap,
+    pub body: String,
+}
+
+impl Reply {
+    pub fn location(&self) -> Option<&str> {
+        self.headers.get("location").and_then(|v| v.to_str().ok())
+    }
+    pub fn content_type(&self) -> Option<&str> {
+        self.headers
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+    }
+    /// The text of the first `<name>` element.
+    pub fn field(&self, name: &str) -> Option<&str> {
+        let open = format!("<{name}>");
+        let start = self.body.find(&open)? + open.len();
+        let end = self.body[start..].find(&format!("</{name}>"))? + start;
+        Some(&self.body[start..end])
+    }
+    pub fn returncode(&self) -> Option<&str> {
+        self.field("returncode")
+    }
+    pub fn message_key(&self) -> Option<&str> {
+        self.field("messageKey")
+    }
+}
+
+pub fn client() -> Client<HttpConnector, Full<Bytes>> {
+    Client::builder(TokioExecutor::new()).build(HttpConnector::new())
+}
+
+/// Sends one request; panics if no answer comes within [`PATIENCE`].
+pub async fn send(
+    method: Method,
+    url: &str,
+    content_type: Option<&str>,
+    body: impl Into<Bytes>,
+) -> Reply {
+    let mut request = Request::builder().method(method).uri(url);
+    if let Some(ct) = content_type {
+        request = request.header("content-type", ct);
+    }
+    let request = request.body(Full::new(body.into())).expect("valid request");
+    let exchange = async {
+        let response = client().request(request).await.expect("tinyscale answers");
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .expect("whole body")
+            .to_bytes();
+        Reply {
+            status,
+            headers,
+            body: String::from_utf8_lossy(&body).into_owned(),
+        }
+    };
+    tokio::time::timeout(PATIENCE, exchange)
+        .await
+        .unwrap_or_else(|_| panic!("no answer within {PATIENCE:?}"))
+}
+
+pub async fn get(url: &str) -> Reply {
+    send(Method::GET, url, None, Bytes::new()).await
+}
+
+/// `query` plus its checksum for `call` and `secret`.
+pub fn signed(call: &str, query: &str, secret: &str, algorithm: Algorithm) -> String {
+    checksum::signed_query(call, query, secret, algorithm)
+}
+
+/// Decodes a form-encoded value.
+pub fn encode(value: &str) -> String {
+    form_urlencoded::byte_serialize(value.as_bytes()).collect()
+}
+
+static NEXT_DIR: AtomicUsize = AtomicUsize::new(0);
+
+/// A fresh scratch folder for one test.
+pub fn scratch_dir() -> PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "tinyscale-test-{}-{}",
+        std::process::id(),
+        NEXT_DIR.fetch_add(1, Ordering::Relaxed)
+    ));
+    std::fs::create_dir_all(&dir).expect("scratch dir");
+    dir
+}
+
+/// The real binary, running; killed when dropped.
+pub struct Balancer {
+    child: Child,
+    pub addr: SocketAddr,
+    logs: Arc<Mutex<Vec<String>>>,
+}
+
+impl Balancer {
+    /// Starts `tinyscale` with these environment variables (plus PORT=0 and
+    /// a loopback bind) and waits for its "listening" line.
+    pub fn start(env: &[(&str, &str)]) -> Balancer {
+        Self::try_start(env)
+            .unwrap_or_else(|(code, logs)| panic!("tinyscale exited ({code:?}): {logs}"))
+    }
+
+    /// Like `start`, but returns the exit code and output if it stops.
+    pub fn try_start(env: &[(&str, &str)]) -> Result<Balancer, (Option<i32>, String)> {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_tinyscale"));
+        command
+            .env_clear()
+            .env("PORT", "0")
+            .env("TINYSCALE_BIND", "127.0.0.1")
+            .env("TINYSCALE_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        for (k, v) in env {
+            command.env(k, v);
+        }
+        let mut child = command.spawn().expect("start tinyscale");
+        let stderr = child.stderr.take().expect("stderr");
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        {
+            let logs = logs.clone();
+            std::thread::spawn(move || {
+                let mut tx = Some(tx);
+                for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                    if let Some(rest) = line.split("listening on ").nth(1)
+                        && let Some(t) = tx.take()
+                    {
+                        let addr = rest.split_whitespace().next().unwrap_or("").to_string();
+                        let _ = t.send(addr);
+                    }
+                    logs.lock().unwrap().push(line);
+                }
+            });
+        }
+        match rx.recv_timeout(PATIENCE) {
+            Ok(addr) => Ok(Balancer {
+                child,
+                addr: addr.parse().expect("listening address"),
+                logs,
+            }),
+            Err(_) => {
+                let code = child.wait().ok().and_then(|s| s.code());
+                std::thread::sleep(Duration::from_millis(100));
+                let text = logs.lock().unwrap().join("\n");
+                Err((code, text))
+            }
+        }
+    }
+
+    pub fn api(&self) -> String {
+        format!("http://{}/bigbluebutton/api/", self.addr)
+    }
+
+    /// Everything logged so far.
+    pub fn logs(&self) -> String {
+        self.logs.lock().unwrap().join("\n")
+    }
+
+    /// Waits (bounded) until the log has a line containing `text`.
+    pub async fn wait_for_log(&self, text: &str) -> bool {
+        for _ in 0..200 {
+            if self.logs().contains(text) {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        false
+    }
+
+    /// Sends SIGTERM and waits for the exit code.
+    pub fn terminate(mut self) -> Option<i32> {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        self.child.wait().ok().and_then(|s| s.code())
+    }
+}
+
+impl Drop for Balancer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Simulated servers (each with its own secret) behind a running tinyscale.
+pub struct Cluster {
+    pub sims: Vec<SimHandle>,
+    pub lb: Balancer,
+    pub servers_file: PathBuf,
+}
+
+impl Cluster {
+    pub async fn start(n: usize) -> Cluster {
+        Self::start_with(n, &[]).await
+    }
+
+    /// `n` simulated servers, signed towards with sha256, sha1, sha512, … in
+    /// turn, and tinyscale with these extra environment variables.
+    pub async fn start_with(n: usize, env: &[(&str, &str)]) -> Cluster {
+        let mut sims = Vec::new();
+        for i in 0..n {
+            sims.push(
+                SimHandle::start(&format!("sim-secret-{i}-abcdef"))
+                    .await
+                    .expect("sim starts"),
+            );
+        }
+        let algorithms = ["sha256", "sha1", "sha512", "sha384"];
+        let entries: Vec<serde_json::Value> = sims
+            .iter()
+            .enumerate()
+            .map(|(i, sim)| {
+                serde_json::json!({
+                    "host": if i % 2 == 0 { sim.url() } else { format!("{}/bigbluebutton/api/", sim.url()) },
+                    "secret": sim.secret(),
+                    "checksum": algorithms[i % 4],
+                })
+            })
+            .collect();
+        let dir = scratch_dir();
+        let servers_file = dir.join("servers.json");
+        std::fs::write(
+            &servers_file,
+            serde_json::to_string_pretty(&entries).unwrap(),
+        )
+        .unwrap();
+        let file = servers_file.to_string_lossy().into_owned();
+        let mut all = vec![
+            ("TINYSCALE_SECRET", SECRET),
+            ("TINYSCALE_SERVERS", file.as_str()),
+        ];
+        all.extend_from_slice(env);
+        let lb = Balancer::start(&all);
+        Cluster {
+            sims,
+            lb,
+            servers_file,
+        }
+    }
+
+    /// The balancer's URL for `call` with `query`, signed with SHA-1.
+    pub fn url(&self, call: &str, query: &str) -> String {
+        self.url_with(call, query, Algorithm::Sha1)
+    }
+
+    pub fn url_with(&self, call: &str, query: &str, algorithm: Algorithm) -> String {
+        format!(
+            "{}{call}?{}",
+            self.lb.api(),
+            signed(call, query, SECRET, algorithm)
+        )
+    }
+
+    pub async fn call(&self, call: &str, query: &str) -> Reply {
+        get(&self.url(call, query)).await
+    }
+
+    /// Creates a meeting through the balancer and returns the index of the
+    /// simulated server that got it.
+    pub async fn create(&self, meeting_id: &str) -> usize {
+        let reply = self
+            .call(
+                "create",
+                &format!("name=Class&meetingID={}", encode(meeting_id)),
+            )
+            .await;
+        assert_eq!(reply.returncode(), Some("SUCCESS"), "{}", reply.body);
+        self.holder(meeting_id)
+            .expect("some server holds the new meeting")
+    }
+
+    /// Which simulated server holds the meeting (asserting at most one does).
+    pub fn holder(&self, meeting_id: &str) -> Option<usize> {
+        let holders: Vec<usize> = (0..self.sims.len())
+            .filter(|&i| self.sims[i].has_meeting(meeting_id))
+            .collect();
+        assert!(
+            holders.len() <= 1,
+            "{meeting_id} is on several servers: {holders:?}"
+        );
+        holders.first().copied()
+    }
+
+    /// Asserts that nothing secret reached the log.
+    pub fn assert_log_has_no_secrets(&self) {
+        let logs = self.lb.logs();
+        assert!(!logs.is_empty());
+        assert!(!logs.contains(SECRET), "client secret in log");
+        for sim in &self.sims {
+            assert!(!logs.contains(&sim.secret()), "server secret in log");
+        }
+        assert!(
+            !logs.to_lowercase().contains("checksum="),
+            "checksum in log:\n{logs}"
+        );
+        assert!(!logs.contains("/bigbluebutton/api/"), "URL in log:\n{logs}");
+    }
+}
