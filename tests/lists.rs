@@ -25,8 +25,16 @@ async fn get_meetings_merges_every_server() {
     assert_eq!(reply.content_type(), Some("text/xml;charset=utf-8"));
     assert_eq!(reply.body.matches("<meeting>").count(), 5, "{}", reply.body);
     for id in &ids {
-        let escaped = id.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;");
-        assert!(reply.body.contains(&format!("<meetingID>{escaped}</meetingID>")), "{id}");
+        let escaped = id
+            .replace('&', "&amp;")
+            .replace('<', "&lt;")
+            .replace('>', "&gt;");
+        assert!(
+            reply
+                .body
+                .contains(&format!("<meetingID>{escaped}</meetingID>")),
+            "{id}"
+        );
     }
     // Still well-formed XML with one <response>.
     assert!(reply.body.starts_with("<response>") && reply.body.trim_end().ends_with("</response>"));
@@ -46,17 +54,36 @@ async fn get_recordings_merges_and_passes_filters_on() {
     assert_eq!(reply.message_key(), Some("noRecordings"));
     seed(&cluster);
     let reply = cluster.call("getRecordings", "").await;
-    assert_eq!(reply.body.matches("<recording>").count(), 3, "{}", reply.body);
+    assert_eq!(
+        reply.body.matches("<recording>").count(),
+        3,
+        "{}",
+        reply.body
+    );
     let reply = cluster.call("getRecordings", "meetingID=course-1").await;
-    assert_eq!(reply.body.matches("<recording>").count(), 2, "{}", reply.body);
+    assert_eq!(
+        reply.body.matches("<recording>").count(),
+        2,
+        "{}",
+        reply.body
+    );
     assert!(reply.body.contains("rec-a") && reply.body.contains("rec-b"));
     let reply = cluster.call("getRecordings", "recordID=rec-c").await;
     assert_eq!(reply.body.matches("<recording>").count(), 1);
     let reply = cluster.call("getRecordings", "meetingID=nobody").await;
     assert_eq!(reply.message_key(), Some("noRecordings"));
     for sim in &cluster.sims {
-        let seen = sim.requests().into_iter().rev().find(|r| r.call == "getRecordings").unwrap();
-        assert!(seen.raw_query.starts_with("meetingID=nobody&checksum="), "{}", seen.raw_query);
+        let seen = sim
+            .requests()
+            .into_iter()
+            .rev()
+            .find(|r| r.call == "getRecordings")
+            .unwrap();
+        assert!(
+            seen.raw_query.starts_with("meetingID=nobody&checksum="),
+            "{}",
+            seen.raw_query
+        );
     }
 }
 
@@ -64,7 +91,9 @@ async fn get_recordings_merges_and_passes_filters_on() {
 async fn publish_spans_servers_and_reports_success_when_all_succeed() {
     let cluster = Cluster::start(3).await;
     seed(&cluster);
-    let reply = cluster.call("publishRecordings", "recordID=rec-a,rec-b&publish=false").await;
+    let reply = cluster
+        .call("publishRecordings", "recordID=rec-a,rec-b&publish=false")
+        .await;
     assert_eq!(reply.returncode(), Some("SUCCESS"), "{}", reply.body);
     // BBB says "published: true" for "done", whatever the new state.
     assert_eq!(reply.field("published"), Some("true"));
@@ -72,28 +101,61 @@ async fn publish_spans_servers_and_reports_success_when_all_succeed() {
     assert_eq!(cluster.sims[1].recording_published("rec-b"), Some(false));
     assert_eq!(cluster.sims[2].recording_published("rec-c"), Some(true));
     // Each server was sent only its own recordIDs.
-    let seen = cluster.sims[1].requests().into_iter().find(|r| r.call == "publishRecordings").unwrap();
-    assert!(seen.raw_query.starts_with("recordID=rec-b&publish=false&checksum="), "{}", seen.raw_query);
-    assert!(cluster.sims[2].requests().iter().all(|r| r.call != "publishRecordings"));
+    let seen = cluster.sims[1]
+        .requests()
+        .into_iter()
+        .find(|r| r.call == "publishRecordings")
+        .unwrap();
+    assert!(
+        seen.raw_query
+            .starts_with("recordID=rec-b&publish=false&checksum="),
+        "{}",
+        seen.raw_query
+    );
+    assert!(
+        cluster.sims[2]
+            .requests()
+            .iter()
+            .all(|r| r.call != "publishRecordings")
+    );
 
     // One server only: the query goes on as the client wrote it.
-    let reply = cluster.call("publishRecordings", "recordID=rec-c,unknown-id&publish=false").await;
+    let reply = cluster
+        .call(
+            "publishRecordings",
+            "recordID=rec-c,unknown-id&publish=false",
+        )
+        .await;
     assert_eq!(reply.returncode(), Some("SUCCESS"));
-    let seen = cluster.sims[2].requests().into_iter().find(|r| r.call == "publishRecordings").unwrap();
-    assert!(seen.raw_query.starts_with("recordID=rec-c,unknown-id&publish=false&checksum="));
+    let seen = cluster.sims[2]
+        .requests()
+        .into_iter()
+        .find(|r| r.call == "publishRecordings")
+        .unwrap();
+    assert!(
+        seen.raw_query
+            .starts_with("recordID=rec-c,unknown-id&publish=false&checksum=")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn update_and_delete_recordings() {
     let cluster = Cluster::start(3).await;
     seed(&cluster);
-    let reply = cluster.call("updateRecordings", "recordID=rec-a,rec-c&meta_topic=Algebra").await;
+    let reply = cluster
+        .call(
+            "updateRecordings",
+            "recordID=rec-a,rec-c&meta_topic=Algebra",
+        )
+        .await;
     assert_eq!(reply.returncode(), Some("SUCCESS"), "{}", reply.body);
     assert_eq!(reply.field("updated"), Some("true"));
     let reply = cluster.call("getRecordings", "recordID=rec-c").await;
     assert!(reply.body.contains("Algebra"), "{}", reply.body);
 
-    let reply = cluster.call("deleteRecordings", "recordID=rec-b,rec-c").await;
+    let reply = cluster
+        .call("deleteRecordings", "recordID=rec-b,rec-c")
+        .await;
     assert_eq!(reply.field("deleted"), Some("true"), "{}", reply.body);
     assert!(!cluster.sims[1].has_recording("rec-b"));
     assert!(!cluster.sims[2].has_recording("rec-c"));
@@ -116,7 +178,9 @@ async fn unknown_or_missing_record_ids() {
 async fn text_tracks_go_to_the_recordings_server_as_json() {
     let cluster = Cluster::start(3).await;
     seed(&cluster);
-    let reply = cluster.call("getRecordingTextTracks", "recordID=rec-b").await;
+    let reply = cluster
+        .call("getRecordingTextTracks", "recordID=rec-b")
+        .await;
     let json: serde_json::Value = serde_json::from_str(&reply.body).expect("JSON");
     assert_eq!(json["response"]["returncode"], "SUCCESS", "{}", reply.body);
 
@@ -125,15 +189,24 @@ async fn text_tracks_go_to_the_recordings_server_as_json() {
         "--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"en.vtt\"\r\nContent-Type: text/vtt\r\n\r\nWEBVTT\n\n00:00.000 --> 00:01.000\nHallo\n\r\n--{boundary}--\r\n"
     );
     let content_type = format!("multipart/form-data; boundary={boundary}");
-    let url = cluster.url("putRecordingTextTrack", "recordID=rec-b&kind=subtitles&lang=de-DE&label=Deutsch");
+    let url = cluster.url(
+        "putRecordingTextTrack",
+        "recordID=rec-b&kind=subtitles&lang=de-DE&label=Deutsch",
+    );
     let reply = send(Method::POST, &url, Some(&content_type), body.clone()).await;
     let json: serde_json::Value = serde_json::from_str(&reply.body).expect("JSON");
     assert_eq!(json["response"]["returncode"], "SUCCESS", "{}", reply.body);
-    let seen = cluster.sims[1].requests().into_iter().find(|r| r.call == "putRecordingTextTrack").unwrap();
+    let seen = cluster.sims[1]
+        .requests()
+        .into_iter()
+        .find(|r| r.call == "putRecordingTextTrack")
+        .unwrap();
     assert_eq!(seen.body, body.as_bytes());
     assert_eq!(seen.content_type.as_deref(), Some(content_type.as_str()));
 
-    let reply = cluster.call("getRecordingTextTracks", "recordID=nope").await;
+    let reply = cluster
+        .call("getRecordingTextTracks", "recordID=nope")
+        .await;
     let json: serde_json::Value = serde_json::from_str(&reply.body).expect("JSON");
     assert_eq!(json["response"]["returncode"], "FAILED");
     assert_eq!(json["response"]["messageKey"], "noRecordings");
