@@ -105,6 +105,14 @@ pub struct SplitQuery<'a> {
 /// Finds the one `checksum` parameter of a raw query and removes it the way
 /// bbb-web does: plain string replacement of `&checksum=X`, then
 /// `checksum=X&`, then `checksum=X`. So `?&checksum=X` is signed over "".
+///
+/// ```
+/// use tinyscale::checksum::{split_checksum, ChecksumError};
+/// let split = split_checksum("meetingID=a%20b&checksum=ab12&name=x").unwrap();
+/// assert_eq!((split.unsigned.as_str(), split.checksum), ("meetingID=a%20b&name=x", "ab12"));
+/// assert_eq!(split_checksum("&checksum=ab12").unwrap().unsigned, "");
+/// assert_eq!(split_checksum("checksum=1&checksum=1"), Err(ChecksumError::Duplicate));
+/// ```
 pub fn split_checksum(raw_query: &str) -> Result<SplitQuery<'_>, ChecksumError> {
     let mut found: Option<&str> = None;
     for pair in raw_query.split('&') {
@@ -125,6 +133,14 @@ pub fn split_checksum(raw_query: &str) -> Result<SplitQuery<'_>, ChecksumError> 
 }
 
 /// Computes the checksum of `call` + `unsigned_query` + `secret`.
+///
+/// The test vector of BBB's documentation:
+/// ```
+/// use tinyscale::checksum::{sign, Algorithm};
+/// let query = "name=Test+Meeting&meetingID=abc123&attendeePW=111222&moderatorPW=333444";
+/// let secret = "639259d4-9dd8-4b25-bf01-95f9567eaf4b";
+/// assert_eq!(sign("create", query, secret, Algorithm::Sha1), "1fcbb0c4fc1f039f73aa6d697d2db9ba7f803f17");
+/// ```
 pub fn sign(call: &str, unsigned_query: &str, secret: &str, algorithm: Algorithm) -> String {
     algorithm.hex_digest(&[
         call.as_bytes(),
