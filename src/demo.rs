@@ -6,9 +6,8 @@
 
 use crate::checksum::{self, Algorithm};
 use crate::config::{ServerSpec, Settings};
-use crate::server::{self, App};
+use crate::server;
 use crate::sim::SimHandle;
-use std::sync::Arc;
 
 const DEMO_SECRET: &str = "demo-secret";
 
@@ -35,12 +34,7 @@ pub async fn run() -> Result<(), String> {
         });
         sims.push(sim);
     }
-    let listener = tokio::net::TcpListener::bind(settings.listen)
-        .await
-        .map_err(|e| format!("cannot listen on {}: {e}", settings.listen))?;
-    let address = listener.local_addr().map_err(|e| e.to_string())?;
-    let app = Arc::new(App::new(&settings, specs));
-    app.announce(address);
+    let (listener, app, address) = server::start(&settings, specs).await?;
 
     let base = format!("http://{address}/bigbluebutton/api/");
     let url = |call: &str, query: &str| {

@@ -5,9 +5,8 @@
 //! - `tinyscale demo`: the balancer in front of three simulated BBB servers.
 
 use std::process::ExitCode;
-use std::sync::Arc;
 use tinyscale::config::{self, Settings};
-use tinyscale::server::{self, App};
+use tinyscale::server;
 
 const USAGE: &str = "\
 tinyscale — one BigBlueButton API URL in front of many BBB servers
@@ -83,12 +82,7 @@ async fn serve() -> Result<(), String> {
     let specs = config::load_servers(&settings.servers_path)
         .await
         .map_err(|e| e.to_string())?;
-    let listener = tokio::net::TcpListener::bind(settings.listen)
-        .await
-        .map_err(|e| format!("cannot listen on {}: {e}", settings.listen))?;
-    let address = listener.local_addr().map_err(|e| e.to_string())?;
-    let app = Arc::new(App::new(&settings, specs));
-    app.announce(address);
+    let (listener, app, _) = server::start(&settings, specs).await?;
     server::serve(listener, app, tinyscale::stop_signal()).await;
     Ok(())
 }

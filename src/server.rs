@@ -69,6 +69,21 @@ impl App {
     }
 }
 
+/// Binds the listening socket and builds the balancer; returns the actual
+/// address (for `PORT=0`) with them. Nothing is served until [`serve`].
+pub async fn start(
+    settings: &crate::config::Settings,
+    specs: Vec<crate::config::ServerSpec>,
+) -> Result<(TcpListener, Arc<App>, std::net::SocketAddr), String> {
+    let listener = TcpListener::bind(settings.listen)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", settings.listen))?;
+    let address = listener.local_addr().map_err(|e| e.to_string())?;
+    let app = Arc::new(App::new(settings, specs));
+    app.announce(address);
+    Ok((listener, app, address))
+}
+
 /// How long connections in flight may take to finish after a stop signal.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 

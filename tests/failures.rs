@@ -124,42 +124,35 @@ async fn a_create_sent_but_unanswered_is_not_tried_elsewhere() {
     cluster.sims[0].set_mode(Mode::Normal);
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn the_owner_moves_only_when_the_meeting_really_moved() {
-    let cluster = Cluster::start(2).await;
-    let first = cluster.create("moving").await;
+/// Ends `id` on its server behind tinyscale's back and creates it again on
+/// the other one (as a second tinyscale would). Returns the new server.
+async fn move_behind_its_back(cluster: &Cluster, id: &str) -> usize {
+    let first = cluster.holder(id).expect("created");
     let other = 1 - first;
-    // The meeting ends on its server without tinyscale seeing it, and is
-    // created again on the other one (say, by a second tinyscale).
-    let sim = &cluster.sims[first];
-    let end = format!(
-        "{}/bigbluebutton/api/end?{}",
-        sim.url(),
-        signed(
-            "end",
-            "meetingID=moving",
-            &sim.secret(),
-            tinyscale::checksum::Algorithm::Sha1
-        )
+    let query = format!("meetingID={id}");
+    assert_eq!(
+        direct(&cluster.sims[first], "end", &query)
+            .await
+            .returncode(),
+        Some("SUCCESS")
     );
-    assert_eq!(get(&end).await.returncode(), Some("SUCCESS"));
-    let sim = &cluster.sims[other];
-    let create = format!(
-        "{}/bigbluebutton/api/create?{}",
-        sim.url(),
-        signed(
-            "create",
-            "name=x&meetingID=moving",
-            &sim.secret(),
-            tinyscale::checksum::Algorithm::Sha1
-        )
+    let query = format!("name=x&meetingID={id}");
+    assert_eq!(
+        direct(&cluster.sims[other], "create", &query)
+            .await
+            .returncode(),
+        Some("SUCCESS")
     );
-    assert_eq!(get(&create).await.returncode(), Some("SUCCESS"));
+    other
+}
 
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stale_owner_answering_not_found_leads_to_one_new_search() {
+    let cluster = Cluster::start(2).await;
+    cluster.create("moving").await;
+    let other = move_behind_its_back(&cluster, "moving").await;
     let reply = cluster.call("getMeetingInfo", "meetingID=moving").await;
     assert_eq!(reply.returncode(), Some("SUCCESS"), "{}", reply.body);
-    // join confirms the owner before sending users there.
-    tokio::time::sleep(tinyscale::routing::CONFIRM_WINDOW).await;
     let reply = cluster
         .call("join", "meetingID=moving&fullName=A&role=VIEWER")
         .await;
@@ -173,34 +166,12 @@ async fn the_owner_moves_only_when_the_meeting_really_moved() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn join_after_the_meeting_moved_goes_to_its_new_server() {
+async fn join_confirms_a_remembered_owner_before_sending_users_there() {
     let cluster = Cluster::start(2).await;
-    let first = cluster.create("rejoin").await;
-    let other = 1 - first;
-    let sim = &cluster.sims[first];
-    let end = format!(
-        "{}/bigbluebutton/api/end?{}",
-        sim.url(),
-        signed(
-            "end",
-            "meetingID=rejoin",
-            &sim.secret(),
-            tinyscale::checksum::Algorithm::Sha1
-        )
-    );
-    get(&end).await;
-    let sim = &cluster.sims[other];
-    let create = format!(
-        "{}/bigbluebutton/api/create?{}",
-        sim.url(),
-        signed(
-            "create",
-            "name=x&meetingID=rejoin",
-            &sim.secret(),
-            tinyscale::checksum::Algorithm::Sha1
-        )
-    );
-    get(&create).await;
+    cluster.create("rejoin").await;
+    let other = move_behind_its_back(&cluster, "rejoin").await;
+    // Once the owner's last confirmation is older than the window, join asks
+    // it again, finds the meeting gone, and searches.
     tokio::time::sleep(tinyscale::routing::CONFIRM_WINDOW).await;
     let reply = cluster
         .call("join", "meetingID=rejoin&fullName=A&role=VIEWER")
@@ -212,6 +183,16 @@ async fn join_after_the_meeting_moved_goes_to_its_new_server() {
             .unwrap()
             .starts_with(&cluster.sims[other].url())
     );
+    // And create goes to the new server too, which answers duplicateWarning.
+    tokio::time::sleep(tinyscale::routing::CONFIRM_WINDOW).await;
+    let reply = cluster.call("create", "name=x&meetingID=rejoin").await;
+    assert_eq!(
+        reply.message_key(),
+        Some("duplicateWarning"),
+        "{}",
+        reply.body
+    );
+    assert_eq!(cluster.holder("rejoin"), Some(other));
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -8,21 +8,7 @@ use std::fmt::Display;
 pub(super) const XML: &str = "text/xml;charset=utf-8";
 pub(super) const JSON: &str = "application/json";
 
-/// Escapes the five XML special characters.
-pub(super) fn escape(value: &str) -> String {
-    let mut out = String::with_capacity(value.len());
-    for c in value.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&apos;"),
-            _ => out.push(c),
-        }
-    }
-    out
-}
+pub(super) use crate::errors::escape;
 
 /// A CDATA section holding `value`; a `]]>` inside is split over two
 /// sections so it cannot end the first one early.

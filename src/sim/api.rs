@@ -5,6 +5,7 @@
 use super::answer::{self, JSON, XML};
 use super::lock;
 use super::state::{Created, MeetingSpec, RecordingFilter, Role, State, TextTrack, random_token};
+use crate::api::Call;
 use crate::checksum::{self, Algorithm};
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -79,47 +80,6 @@ pub(super) struct Outcome {
     pub call: String,
     pub checksum_ok: bool,
     pub reply: Reply,
-}
-
-/// The calls the simulator implements.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Call {
-    Create,
-    Join,
-    IsMeetingRunning,
-    GetMeetingInfo,
-    End,
-    GetMeetings,
-    InsertDocument,
-    SendChatMessage,
-    GetRecordings,
-    PublishRecordings,
-    DeleteRecordings,
-    UpdateRecordings,
-    GetRecordingTextTracks,
-    PutRecordingTextTrack,
-}
-
-impl Call {
-    fn from_name(name: &str) -> Option<Call> {
-        Some(match name {
-            "create" => Call::Create,
-            "join" => Call::Join,
-            "isMeetingRunning" => Call::IsMeetingRunning,
-            "getMeetingInfo" => Call::GetMeetingInfo,
-            "end" => Call::End,
-            "getMeetings" => Call::GetMeetings,
-            "insertDocument" => Call::InsertDocument,
-            "sendChatMessage" => Call::SendChatMessage,
-            "getRecordings" => Call::GetRecordings,
-            "publishRecordings" => Call::PublishRecordings,
-            "deleteRecordings" => Call::DeleteRecordings,
-            "updateRecordings" => Call::UpdateRecordings,
-            "getRecordingTextTracks" => Call::GetRecordingTextTracks,
-            "putRecordingTextTrack" => Call::PutRecordingTextTrack,
-            _ => return None,
-        })
-    }
 }
 
 enum Route<'a> {

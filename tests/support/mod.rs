@@ -111,6 +111,13 @@ pub fn encode(value: &str) -> String {
     form_urlencoded::byte_serialize(value.as_bytes()).collect()
 }
 
+/// Calls a simulated server directly, signed with its own secret (what
+/// another balancer or an admin's script would do behind tinyscale's back).
+pub async fn direct(sim: &SimHandle, call: &str, query: &str) -> Reply {
+    let query = signed(call, query, &sim.secret(), Algorithm::Sha1);
+    get(&format!("{}/bigbluebutton/api/{call}?{query}", sim.url())).await
+}
+
 static NEXT_DIR: AtomicUsize = AtomicUsize::new(0);
 
 /// A fresh scratch folder for one test.
