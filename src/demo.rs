@@ -1,5 +1,6 @@
 //! `tinyscale demo`: the real balancer in front of three simulated BBB
-//! servers on 127.0.0.1, with ready-signed URLs to try in a browser or curl.
+//! servers on 127.0.0.1, with ready-signed URLs to try in a browser or curl;
+//! and `tinyscale sim`: simulated servers alone, with a servers.json for them.
 //!
 //! Owns nothing but the wiring of the demo; the balancer and the simulated
 //! servers are the same code the tests run.
@@ -73,6 +74,31 @@ pub async fn run() -> Result<(), String> {
     println!("  end:            {}", url("end", "meetingID=demo-1"));
     println!("\nPress Ctrl-C to stop.");
     server::serve(listener, app, crate::stop_signal()).await;
+    for sim in &sims {
+        sim.stop().await;
+    }
+    Ok(())
+}
+
+/// Runs `count` simulated servers until Ctrl-C, printing a servers.json
+/// (with their secrets: they are test servers) on stdout.
+pub async fn run_sims(count: usize) -> Result<(), String> {
+    crate::init_logging(&std::env::var("TINYSCALE_LOG").unwrap_or_else(|_| "info".into()));
+    let mut sims = Vec::new();
+    let mut entries = Vec::new();
+    for n in 1..=count {
+        let sim = SimHandle::start(&format!("sim-secret-{n}"))
+            .await
+            .map_err(|e| format!("cannot start a simulated server: {e}"))?;
+        entries.push(serde_json::json!({ "host": sim.url(), "secret": sim.secret() }));
+        sims.push(sim);
+    }
+    let json = serde_json::to_string_pretty(&entries).map_err(|e| e.to_string())?;
+    println!("{json}");
+    eprintln!(
+        "{count} simulated BBB server(s) running; the servers.json above lists them. Ctrl-C stops."
+    );
+    crate::stop_signal().await;
     for sim in &sims {
         sim.stop().await;
     }

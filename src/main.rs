@@ -2,7 +2,8 @@
 //!
 //! - `tinyscale` (or `tinyscale serve`): the balancer, configured by the
 //!   environment (see README);
-//! - `tinyscale demo`: the balancer in front of three simulated BBB servers.
+//! - `tinyscale demo`: the balancer in front of three simulated BBB servers;
+//! - `tinyscale sim [N]`: simulated BBB servers alone, for trying things by hand.
 
 use std::process::ExitCode;
 use tinyscale::config::{self, Settings};
@@ -14,6 +15,8 @@ tinyscale — one BigBlueButton API URL in front of many BBB servers
 Usage:
   tinyscale [serve]    run the balancer (configured by the environment)
   tinyscale demo       run it in front of three simulated BBB servers
+  tinyscale sim [N]    run N simulated BBB servers (default 1) on 127.0.0.1
+                       and print a servers.json for them
   tinyscale --help     this text
   tinyscale --version  the version
 
@@ -40,6 +43,16 @@ fn main() -> ExitCode {
     {
         [] | ["serve"] => run(serve()),
         ["demo"] => run(tinyscale::demo::run()),
+        ["sim"] => run(tinyscale::demo::run_sims(1)),
+        ["sim", count] => match count.parse::<usize>() {
+            Ok(n) if (1..=1000).contains(&n) => run(tinyscale::demo::run_sims(n)),
+            _ => {
+                eprintln!(
+                    "tinyscale sim: expected a number of servers from 1 to 1000, not {count:?}"
+                );
+                ExitCode::from(2)
+            }
+        },
         ["--help" | "-h" | "help"] => {
             print!("{USAGE}");
             ExitCode::SUCCESS
