@@ -305,11 +305,7 @@ mod tests {
     const SECRET: &str = "client-secret";
 
     fn server() -> ServerSpec {
-        ServerSpec {
-            base: "http://127.0.0.1:1".into(),
-            secret: "backend-secret".into(),
-            checksum: Algorithm::Sha256,
-        }
+        ServerSpec::new("http://127.0.0.1:1", "backend-secret", Algorithm::Sha256)
     }
 
     fn get(call: Call, unsigned: &str) -> Result<ApiRequest, ApiError> {

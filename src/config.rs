@@ -25,6 +25,36 @@ pub struct Settings {
     /// Largest request body accepted (create slides, insertDocument, text tracks).
     pub max_body: usize,
     pub log_filter: String,
+    /// How often every server is asked `getMeetings`.
+    pub poll_interval: Duration,
+    /// How long one poll may take to count as good.
+    pub poll_timeout: Duration,
+    /// Failed polls in a row before a server is down.
+    pub down_after: u32,
+    /// Good polls in a row before a down server is up again.
+    pub up_after: u32,
+    pub strategy: Strategy,
+    /// The users a new meeting is counted as until the next poll
+    /// (least-loaded placement).
+    pub new_meeting_load: f64,
+    /// How long requests in flight may take to finish after SIGTERM.
+    pub shutdown_timeout: Duration,
+}
+
+/// How a new meeting's server is chosen.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Strategy {
+    RoundRobin,
+    LeastLoaded,
+}
+
+impl Strategy {
+    pub fn name(self) -> &'static str {
+        match self {
+            Strategy::RoundRobin => "round-robin",
+            Strategy::LeastLoaded => "least-loaded",
+        }
+    }
 }
 
 /// The reasons the environment can be refused. Each displays as one line.
@@ -101,6 +131,48 @@ impl Settings {
             })?,
             None => DEFAULT_MAX_BODY,
         };
+        let count = |name: &'static str, default: u32| -> Result<u32, ConfigError> {
+            match var(name) {
+                Some(v) => v
+                    .trim()
+                    .parse::<u32>()
+                    .ok()
+                    .filter(|n| (1..=100).contains(n))
+                    .ok_or(ConfigError::BadVariable {
+                        name,
+                        value: v.clone(),
+                        why: "expected a whole number from 1 to 100".into(),
+                    }),
+                None => Ok(default),
+            }
+        };
+        let strategy = match var("TINYSCALE_STRATEGY") {
+            None => Strategy::RoundRobin,
+            Some(v) => match v.trim().to_ascii_lowercase().as_str() {
+                "round-robin" | "roundrobin" => Strategy::RoundRobin,
+                "least-loaded" | "leastloaded" => Strategy::LeastLoaded,
+                _ => {
+                    return Err(ConfigError::BadVariable {
+                        name: "TINYSCALE_STRATEGY",
+                        value: v.clone(),
+                        why: "expected round-robin or least-loaded".into(),
+                    });
+                }
+            },
+        };
+        let new_meeting_load = match var("TINYSCALE_NEW_MEETING_LOAD") {
+            None => 15.0,
+            Some(v) => v
+                .trim()
+                .parse::<f64>()
+                .ok()
+                .filter(|n| (0.0..=100_000.0).contains(n))
+                .ok_or(ConfigError::BadVariable {
+                    name: "TINYSCALE_NEW_MEETING_LOAD",
+                    value: v.clone(),
+                    why: "expected a number of users, such as 15".into(),
+                })?,
+        };
         Ok(Settings {
             listen: SocketAddr::new(bind, port),
             secret,
@@ -112,6 +184,13 @@ impl Settings {
             response_timeout: seconds("TINYSCALE_RESPONSE_TIMEOUT", 10.0)?,
             max_body,
             log_filter: var("TINYSCALE_LOG").unwrap_or_else(|| "info".into()),
+            poll_interval: seconds("TINYSCALE_POLL_INTERVAL", 10.0)?,
+            poll_timeout: seconds("TINYSCALE_POLL_TIMEOUT", 3.0)?,
+            down_after: count("TINYSCALE_DOWN_AFTER", 2)?,
+            up_after: count("TINYSCALE_UP_AFTER", 2)?,
+            strategy,
+            new_meeting_load,
+            shutdown_timeout: seconds("TINYSCALE_SHUTDOWN_TIMEOUT", 10.0)?,
         })
     }
 }
@@ -163,8 +242,31 @@ fn parse_size(text: &str) -> Result<usize, String> {
         .ok_or_else(|| "expected a size in bytes, such as 67108864 or 64M".into())
 }
 
+/// What an administrator wants of a server.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ServerState {
+    /// Takes new meetings.
+    Enabled,
+    /// Draining: no new meetings; its meetings keep working, and creates for
+    /// them still go there.
+    Cordoned,
+    /// Out of service: sent no request at all; its meetings answer
+    /// serverUnavailable.
+    Disabled,
+}
+
+impl ServerState {
+    pub fn name(self) -> &'static str {
+        match self {
+            ServerState::Enabled => "enabled",
+            ServerState::Cordoned => "cordoned",
+            ServerState::Disabled => "disabled",
+        }
+    }
+}
+
 /// One BBB server as configured.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct ServerSpec {
     /// The server root, `scheme://host[:port]` plus any path before
     /// `/bigbluebutton/api`, without a trailing slash. Also its identity.
@@ -172,9 +274,27 @@ pub struct ServerSpec {
     pub secret: String,
     /// The algorithm used to sign calls to this server.
     pub checksum: Algorithm,
+    pub state: ServerState,
+    /// Relative capacity, for least-loaded placement.
+    pub weight: f64,
 }
 
 impl ServerSpec {
+    /// A plain enabled server of weight 1 (tests, the demo).
+    pub fn new(
+        base: impl Into<String>,
+        secret: impl Into<String>,
+        checksum: Algorithm,
+    ) -> ServerSpec {
+        ServerSpec {
+            base: base.into(),
+            secret: secret.into(),
+            checksum,
+            state: ServerState::Enabled,
+            weight: 1.0,
+        }
+    }
+
     /// The API root, ending in a slash: `https://bbb1.example.org/bigbluebutton/api/`.
     pub fn api_root(&self) -> String {
         format!("{}/bigbluebutton/api/", self.base)
@@ -187,6 +307,8 @@ struct RawServer {
     host: Option<String>,
     secret: Option<String>,
     checksum: Option<String>,
+    state: Option<String>,
+    weight: Option<f64>,
 }
 
 /// Reads and validates a servers file.
@@ -239,6 +361,22 @@ pub fn parse_servers(text: &str, file: &str) -> Result<Vec<ServerSpec>, ConfigEr
                 ))
             })?,
         };
+        let state = match raw.state.as_deref() {
+            None | Some("enabled") => ServerState::Enabled,
+            Some("cordoned") => ServerState::Cordoned,
+            Some("disabled") => ServerState::Disabled,
+            Some(other) => {
+                return Err(fail(format!(
+                    "server #{n} ({host}): \"state\" must be enabled, cordoned or disabled, not {other:?}"
+                )));
+            }
+        };
+        let weight = raw.weight.unwrap_or(1.0);
+        if !(weight > 0.0 && weight.is_finite()) {
+            return Err(fail(format!(
+                "server #{n} ({host}): \"weight\" must be a number above 0, not {weight}"
+            )));
+        }
         if let Some(first) = servers.iter().position(|s| s.base == base) {
             return Err(fail(format!(
                 "server #{n} ({host}) is the same server as #{}",
@@ -249,6 +387,8 @@ pub fn parse_servers(text: &str, file: &str) -> Result<Vec<ServerSpec>, ConfigEr
             base,
             secret,
             checksum,
+            state,
+            weight,
         });
     }
     Ok(servers)
@@ -316,6 +456,12 @@ mod tests {
         assert_eq!(s.response_timeout, Duration::from_secs(10));
         assert_eq!(s.max_body, 64 << 20);
         assert_eq!(s.servers_path, PathBuf::from("./servers.json"));
+        assert_eq!(s.poll_interval, Duration::from_secs(10));
+        assert_eq!(s.poll_timeout, Duration::from_secs(3));
+        assert_eq!((s.down_after, s.up_after), (2, 2));
+        assert_eq!(s.strategy, Strategy::RoundRobin);
+        assert_eq!(s.new_meeting_load, 15.0);
+        assert_eq!(s.shutdown_timeout, Duration::from_secs(10));
     }
 
     #[test]
@@ -336,8 +482,14 @@ mod tests {
             ("TINYSCALE_CHECKSUM_ALGORITHMS", "SHA256, sha512"),
             ("TINYSCALE_CONNECT_TIMEOUT", "0.5"),
             ("TINYSCALE_MAX_BODY", "10M"),
+            ("TINYSCALE_POLL_INTERVAL", "0.5"),
+            ("TINYSCALE_STRATEGY", "least-loaded"),
+            ("TINYSCALE_DOWN_AFTER", "3"),
         ])
         .unwrap();
+        assert_eq!(s.poll_interval, Duration::from_millis(500));
+        assert_eq!(s.strategy, Strategy::LeastLoaded);
+        assert_eq!(s.down_after, 3);
         assert_eq!(s.listen, "127.0.0.1:3005".parse().unwrap());
         assert_eq!(s.algorithms, vec![Algorithm::Sha256, Algorithm::Sha512]);
         assert_eq!(s.connect_timeout, Duration::from_millis(500));
@@ -348,6 +500,10 @@ mod tests {
             ("TINYSCALE_CHECKSUM_ALGORITHMS", "md5"),
             ("TINYSCALE_RESPONSE_TIMEOUT", "-1"),
             ("TINYSCALE_MAX_BODY", "lots"),
+            ("TINYSCALE_POLL_INTERVAL", "0"),
+            ("TINYSCALE_STRATEGY", "random"),
+            ("TINYSCALE_UP_AFTER", "0"),
+            ("TINYSCALE_NEW_MEETING_LOAD", "-1"),
         ] {
             let err = settings(&[("TINYSCALE_SECRET", "s"), (name, value)]).unwrap_err();
             assert!(err.to_string().starts_with(name), "{err}");
@@ -391,6 +547,18 @@ mod tests {
         assert_eq!(ok[0].checksum, Algorithm::Sha256);
         assert_eq!(ok[1].checksum, Algorithm::Sha1);
         assert_eq!(ok[1].api_root(), "https://b.example.org/bigbluebutton/api/");
+        assert_eq!((ok[0].state, ok[0].weight), (ServerState::Enabled, 1.0));
+        let drained = parse_servers(
+            r#"[{"host":"https://a","secret":"x","state":"cordoned","weight":2.5},
+                {"host":"https://b","secret":"y","state":"disabled"}]"#,
+            "servers.json",
+        )
+        .unwrap();
+        assert_eq!(
+            (drained[0].state, drained[0].weight),
+            (ServerState::Cordoned, 2.5)
+        );
+        assert_eq!(drained[1].state, ServerState::Disabled);
 
         let cases = [
             ("not json", "is not valid JSON"),
@@ -416,6 +584,18 @@ mod tests {
             (
                 r#"[{"host":"https://a","secret":"x","checksum":"md5"}]"#,
                 "\"checksum\" must be",
+            ),
+            (
+                r#"[{"host":"https://a","secret":"x","state":"off"}]"#,
+                "\"state\" must be",
+            ),
+            (
+                r#"[{"host":"https://a","secret":"x","weight":0}]"#,
+                "\"weight\" must be",
+            ),
+            (
+                r#"[{"host":"https://a","secret":"x","weight":"big"}]"#,
+                "server #1",
             ),
         ];
         for (text, expected) in cases {

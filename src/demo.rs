@@ -28,11 +28,7 @@ pub async fn run() -> Result<(), String> {
         let sim = SimHandle::start(&format!("sim-secret-{n}"))
             .await
             .map_err(|e| format!("cannot start a simulated server: {e}"))?;
-        specs.push(ServerSpec {
-            base: sim.url(),
-            secret: sim.secret(),
-            checksum: Algorithm::Sha256,
-        });
+        specs.push(ServerSpec::new(sim.url(), sim.secret(), Algorithm::Sha256));
         sims.push(sim);
     }
     let (listener, app, address) = server::start(&settings, specs).await?;
@@ -73,7 +69,7 @@ pub async fn run() -> Result<(), String> {
     println!("  getMeetings:    {}", url("getMeetings", ""));
     println!("  end:            {}", url("end", "meetingID=demo-1"));
     println!("\nPress Ctrl-C to stop.");
-    server::serve(listener, app, crate::stop_signal()).await;
+    server::run(listener, app, crate::stop_signal()).await;
     for sim in &sims {
         sim.stop().await;
     }

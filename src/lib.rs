@@ -22,6 +22,7 @@ pub mod config;
 pub mod demo;
 pub mod errors;
 pub mod health;
+pub mod placement;
 pub mod routing;
 pub mod server;
 pub mod sim;

@@ -96,6 +96,6 @@ async fn serve() -> Result<(), String> {
         .await
         .map_err(|e| e.to_string())?;
     let (listener, app, _) = server::start(&settings, specs).await?;
-    server::serve(listener, app, tinyscale::stop_signal()).await;
+    server::run(listener, app, tinyscale::stop_signal()).await;
     Ok(())
 }

@@ -15,6 +15,7 @@
 use crate::api::{self, ApiRequest, Call, Outgoing};
 use crate::backend::{Answer, Backend, BackendError};
 use crate::errors::{self, ApiError, Body};
+use crate::health;
 use crate::state::{Server, State};
 use crate::xml;
 use hyper::header::{CONTENT_TYPE, HeaderValue, LOCATION};
@@ -98,6 +99,15 @@ pub struct Router {
     pub backend: Backend,
 }
 
+/// What the meeting map says of a meeting, checked against the servers as
+/// they are now.
+enum Remembered {
+    Nowhere,
+    Usable(Arc<Server>, std::time::Instant),
+    /// Its server is down, disabled or no longer configured.
+    Unavailable(Arc<str>),
+}
+
 /// The answer to "who holds this meeting?".
 enum Located {
     At(Arc<Server>),
@@ -135,14 +145,28 @@ impl Router {
         record_ids: Option<&[String]>,
     ) -> Result<Answer, BackendError> {
         let Outgoing { uri, body } = request.for_server(&server.spec, record_ids);
-        self.backend
+        let result = self
+            .backend
             .send(
                 request.method.clone(),
                 &uri,
                 request.content_type.as_ref(),
                 body,
             )
-            .await
+            .await;
+        self.noted(server, result)
+    }
+
+    /// A failed call counts as a failed poll towards the server's health.
+    fn noted(
+        &self,
+        server: &Server,
+        result: Result<Answer, BackendError>,
+    ) -> Result<Answer, BackendError> {
+        if let Err(e) = &result {
+            health::note(&self.state, server, Err(e.to_string()));
+        }
+        result
     }
 
     /// A backend failure on a call that had to go to that server.
@@ -154,9 +178,32 @@ impl Router {
         ))
     }
 
+    /// Where the meeting was last seen, as the servers stand now.
+    fn remembered(&self, meeting_id: &str) -> Remembered {
+        let Some(owner) = self.state.owner(meeting_id) else {
+            return Remembered::Nowhere;
+        };
+        match self.state.cluster().get(&owner.server) {
+            Some(server) if server.is_usable() => {
+                Remembered::Usable(server.clone(), owner.confirmed)
+            }
+            _ => Remembered::Unavailable(owner.server),
+        }
+    }
+
     async fn create(&self, request: &ApiRequest) -> Result<Outcome, ApiError> {
         let meeting_id = request.meeting_id().ok_or(ApiError::MissingMeetingId)?;
         let _placing = self.state.lock_create(meeting_id).await;
+        if let Remembered::Unavailable(server) = self.remembered(meeting_id) {
+            // Its server is down, disabled or removed: the meeting is gone
+            // with it, and the class goes on elsewhere.
+            tracing::info!(
+                meeting = meeting_id,
+                server = &*server,
+                "meeting's server is unavailable; creating it anew"
+            );
+            self.state.forget(meeting_id, &server);
+        }
         if let Located::At(owner) = self.locate(meeting_id, true).await? {
             // BBB itself answers duplicateWarning or idNotUnique.
             let answer = self
@@ -169,7 +216,10 @@ impl Router {
             return Ok(Outcome::answer(answer, &owner));
         }
         let candidates = self.state.placement_order();
-        for server in &candidates {
+        for (attempt, server) in candidates.iter().enumerate() {
+            if attempt > 0 {
+                self.state.reserve(server);
+            }
             match self.forward(request, server, None).await {
                 Ok(answer) => {
                     if xml::is_success(&answer.body) {
@@ -192,9 +242,11 @@ impl Router {
                 }
             }
         }
-        Err(ApiError::Internal(
-            "No BigBlueButton server is available: none could be reached.".into(),
-        ))
+        Err(ApiError::Internal(if candidates.is_empty() {
+            "No BigBlueButton server is available for new meetings.".into()
+        } else {
+            "No BigBlueButton server is available: none could be reached.".into()
+        }))
     }
 
     async fn join(&self, request: &ApiRequest) -> Result<Outcome, ApiError> {
@@ -219,11 +271,11 @@ impl Router {
     async fn meeting_call(&self, request: &ApiRequest) -> Result<Outcome, ApiError> {
         let call = request.call;
         let meeting_id = request.meeting_id().ok_or(ApiError::MissingMeetingId)?;
-        let remembered = self.state.owner(meeting_id);
-        let owner = match &remembered {
-            Some(owner) => owner.server.clone(),
-            None => match self.search(meeting_id).await {
-                Located::At(server) => server,
+        let (owner, confirmed) = match self.remembered(meeting_id) {
+            Remembered::Usable(server, confirmed) => (server, Some(confirmed)),
+            Remembered::Unavailable(_) => return Err(ApiError::ServerUnavailable),
+            Remembered::Nowhere => match self.search(meeting_id).await {
+                Located::At(server) => (server, None),
                 Located::Nowhere => return Ok(unknown_meeting(call)),
             },
         };
@@ -233,16 +285,14 @@ impl Router {
             .map_err(|e| Self::unreachable(&owner, &e))?;
         let gone = match not_found_kind(call, &answer.body) {
             NotFound::No => false,
-            NotFound::Certainly => true,
+            NotFound::Certainly => confirmed.is_some(),
             // "not running" also means "created, nobody joined yet": only
             // look again when the owner has not confirmed it lately.
-            NotFound::Maybe => remembered
-                .as_ref()
-                .is_some_and(|o| o.confirmed.elapsed() > CONFIRM_WINDOW),
+            NotFound::Maybe => confirmed.is_some_and(|c| c.elapsed() > CONFIRM_WINDOW),
         };
-        if gone && remembered.is_some() {
+        if gone {
             // The remembered owner may be stale: search once more.
-            self.state.forget(meeting_id, &owner);
+            self.state.forget(meeting_id, &owner.id);
             if let Located::At(found) = self.search(meeting_id).await
                 && !Arc::ptr_eq(&found, &owner)
             {
@@ -264,46 +314,48 @@ impl Router {
         server: &Arc<Server>,
     ) -> Outcome {
         if call == Call::End && xml::is_success(&answer.body) {
-            self.state.forget(meeting_id, server);
+            self.state.forget(meeting_id, &server.id);
         }
         Outcome::answer(answer, server)
     }
 
     /// Finds the meeting's server. With `confirm`, a remembered owner not
-    /// confirmed within [`CONFIRM_WINDOW`] is asked again first.
+    /// confirmed within [`CONFIRM_WINDOW`] is asked again first. A meeting
+    /// whose server is down, disabled or removed is `serverUnavailable`.
     async fn locate(&self, meeting_id: &str, confirm: bool) -> Result<Located, ApiError> {
-        if let Some(owner) = self.state.owner(meeting_id) {
-            if !confirm || owner.confirmed.elapsed() <= CONFIRM_WINDOW {
-                return Ok(Located::At(owner.server));
-            }
-            let uri = api::own_call(
-                &owner.server.spec,
-                "getMeetingInfo",
-                &meeting_query(meeting_id),
-            );
-            match self.backend.get(&uri).await {
-                Ok(answer) if xml::is_success(&answer.body) => {
-                    self.state.remember(meeting_id, &owner.server);
-                    return Ok(Located::At(owner.server));
+        match self.remembered(meeting_id) {
+            Remembered::Nowhere => {}
+            Remembered::Unavailable(_) => return Err(ApiError::ServerUnavailable),
+            Remembered::Usable(server, confirmed) => {
+                if !confirm || confirmed.elapsed() <= CONFIRM_WINDOW {
+                    return Ok(Located::At(server));
                 }
-                Ok(_) => self.state.forget(meeting_id, &owner.server),
-                // It may well still hold the meeting: never move a meeting
-                // to another server because its own is unreachable.
-                Err(e) => return Err(Self::unreachable(&owner.server, &e)),
+                let uri = api::own_call(&server.spec, "getMeetingInfo", &meeting_query(meeting_id));
+                match self.noted(&server, self.backend.get(&uri).await) {
+                    Ok(answer) if xml::is_success(&answer.body) => {
+                        self.state.remember(meeting_id, &server);
+                        return Ok(Located::At(server));
+                    }
+                    Ok(_) => self.state.forget(meeting_id, &server.id),
+                    // It may well still hold the meeting: never move a
+                    // meeting to another server because its own is
+                    // unreachable.
+                    Err(e) => return Err(Self::unreachable(&server, &e)),
+                }
             }
         }
         Ok(self.search(meeting_id).await)
     }
 
-    /// Asks every server `getMeetingInfo` at once and takes the first that
-    /// holds the meeting, without waiting for slower ones. A server that
-    /// cannot be reached counts as not holding it.
+    /// Asks every usable server `getMeetingInfo` at once and takes the first
+    /// that holds the meeting, without waiting for slower ones. A server
+    /// that cannot be reached counts as not holding it; servers known to be
+    /// down are not asked.
     async fn search(&self, meeting_id: &str) -> Located {
         let query = meeting_query(meeting_id);
         let mut asks = JoinSet::new();
-        for server in self.state.servers().iter() {
+        for server in self.state.cluster().usable() {
             let backend = self.backend.clone();
-            let server = server.clone();
             let uri = api::own_call(&server.spec, "getMeetingInfo", &query);
             asks.spawn(async move {
                 let result = backend.get(&uri).await;
@@ -314,7 +366,7 @@ impl Router {
             let Ok((server, result)) = joined else {
                 continue;
             };
-            match result {
+            match self.noted(&server, result) {
                 Ok(answer) if xml::is_success(&answer.body) => {
                     self.state.remember(meeting_id, &server);
                     return Located::At(server);
@@ -329,9 +381,7 @@ impl Router {
     /// Sends the client's call to every server at once and merges the
     /// answers' `<list>`. Servers that fail are left out and logged.
     async fn merged_list(&self, request: &ApiRequest, list: &str) -> Outcome {
-        let answers = self
-            .ask_all(|server| request.for_server(&server.spec, None), request)
-            .await;
+        let answers = self.ask_all(request).await;
         let bodies = answers.iter().map(|(_, a)| a.body.as_ref());
         let body = xml::merge_lists(bodies, list).unwrap_or_else(|| {
             if list == "meetings" {
@@ -346,23 +396,20 @@ impl Router {
             server: Some(format!(
                 "{} of {}",
                 answers.len(),
-                self.state.servers().len()
+                self.state.cluster().list.len()
             )),
         }
     }
 
-    /// Sends one request per server at once; returns the answers that came
-    /// back, in server order. Failures are logged and left out.
-    async fn ask_all(
-        &self,
-        build: impl Fn(&Server) -> Outgoing,
-        request: &ApiRequest,
-    ) -> Vec<(Arc<Server>, Answer)> {
-        let servers = self.state.servers();
+    /// Sends the request to every usable server at once; returns the
+    /// answers that came back, in server order. Servers known to be down are
+    /// not asked; failures are logged and left out.
+    async fn ask_all(&self, request: &ApiRequest) -> Vec<(Arc<Server>, Answer)> {
+        let servers = self.state.cluster().usable();
         let mut asks = JoinSet::new();
         for (index, server) in servers.iter().enumerate() {
             let backend = self.backend.clone();
-            let Outgoing { uri, body } = build(server);
+            let Outgoing { uri, body } = request.for_server(&server.spec, None);
             let method = request.method.clone();
             let content_type = request.content_type.clone();
             asks.spawn(async move {
@@ -380,7 +427,7 @@ impl Router {
                 continue;
             };
             let server = &servers[index];
-            match result {
+            match self.noted(server, result) {
                 Ok(answer) => {
                     if !xml::is_success(&answer.body) {
                         tracing::warn!(
@@ -410,7 +457,7 @@ impl Router {
             "recordID={}&state=any",
             form_urlencoded::byte_serialize(joined.as_bytes()).collect::<String>()
         );
-        let servers = self.state.servers();
+        let servers = self.state.cluster().usable();
         let mut asks = JoinSet::new();
         for (index, server) in servers.iter().enumerate() {
             let backend = self.backend.clone();
@@ -422,7 +469,7 @@ impl Router {
             let Ok((index, result)) = joined else {
                 continue;
             };
-            match result {
+            match self.noted(&servers[index], result) {
                 Ok(answer) => {
                     let listed = xml::record_ids(&answer.body);
                     let held: Vec<String> = ids

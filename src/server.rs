@@ -5,9 +5,13 @@
 //! Owns nothing of BBB's rules beyond calling `api` and `routing`.
 
 use crate::api::{self, ApiRequest, Target};
+use crate::backend::Backend;
 use crate::checksum::Algorithm;
+use crate::config::{self, ServerSpec, Settings};
 use crate::errors::{self, ApiError, Body};
+use crate::health;
 use crate::routing::{Outcome, Router};
+use crate::state::{HealthPolicy, PlacementPolicy, ReloadSummary, State};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use hyper::header::CONTENT_TYPE;
@@ -17,25 +21,43 @@ use hyper::{Request, Response};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use std::convert::Infallible;
 use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
 
-/// Everything a request needs.
+/// Everything a request needs, and what the background tasks need.
 pub struct App {
     pub router: Router,
     pub secret: String,
     pub algorithms: Vec<Algorithm>,
     pub max_body: usize,
+    /// Re-read on SIGHUP; `None` (the demo) disables reloading.
+    pub servers_path: Option<PathBuf>,
+    pub poll_interval: Duration,
+    pub poll_timeout: Duration,
+    pub shutdown_timeout: Duration,
 }
 
 impl App {
     /// The balancer for `settings` in front of `specs`.
-    pub fn new(settings: &crate::config::Settings, specs: Vec<crate::config::ServerSpec>) -> App {
+    pub fn new(settings: &Settings, specs: Vec<ServerSpec>) -> App {
+        let state = State::new(
+            specs,
+            HealthPolicy {
+                down_after: settings.down_after,
+                up_after: settings.up_after,
+            },
+            PlacementPolicy {
+                strategy: settings.strategy,
+                new_meeting_load: settings.new_meeting_load,
+            },
+        );
         App {
             router: Router {
-                state: Arc::new(crate::state::State::new(specs)),
-                backend: crate::backend::Backend::new(
+                state: Arc::new(state),
+                backend: Backend::new(
                     settings.connect_timeout,
                     settings.response_timeout,
                     settings.max_body,
@@ -44,52 +66,134 @@ impl App {
             secret: settings.secret.clone(),
             algorithms: settings.algorithms.clone(),
             max_body: settings.max_body,
+            servers_path: Some(settings.servers_path.clone()),
+            poll_interval: settings.poll_interval,
+            poll_timeout: settings.poll_timeout,
+            shutdown_timeout: settings.shutdown_timeout,
         }
     }
 
-    /// Logs the start-up line and probes every server in the background,
-    /// so a slow server does not delay serving.
-    pub fn announce(&self, address: std::net::SocketAddr) {
-        let servers = self.router.state.servers();
-        tracing::info!(
-            version = env!("CARGO_PKG_VERSION"),
-            servers = servers.len(),
-            checksums = self
-                .algorithms
-                .iter()
-                .map(|a| a.name())
-                .collect::<Vec<_>>()
-                .join(","),
-            "tinyscale listening on {address}"
-        );
-        let backend = self.router.backend.clone();
-        tokio::spawn(async move {
-            crate::health::probe_all(&backend, &servers).await;
-        });
+    /// Re-reads the servers file. A valid one takes effect at once (servers
+    /// that stay keep their health and meetings; added ones are probed); an
+    /// invalid one is refused and the running configuration stays.
+    pub async fn reload(&self) -> Result<ReloadSummary, String> {
+        let path = self
+            .servers_path
+            .as_ref()
+            .ok_or("this instance has no servers file to reload")?;
+        let specs = config::load_servers(path)
+            .await
+            .map_err(|e| e.to_string())?;
+        let state = &self.router.state;
+        let summary = state.replace_servers(specs);
+        let cluster = state.cluster();
+        let added: Vec<_> = summary
+            .added
+            .iter()
+            .filter_map(|id| cluster.get(id).cloned())
+            .collect();
+        health::probe(state, &self.router.backend, &added, self.poll_timeout).await;
+        Ok(summary)
     }
 }
 
-/// Binds the listening socket and builds the balancer; returns the actual
-/// address (for `PORT=0`) with them. Nothing is served until [`serve`].
+/// Binds the listening socket, builds the balancer and probes every server
+/// once (those that answer take meetings at once), then logs that it is
+/// listening. Returns the actual address (for `PORT=0`). Nothing is answered
+/// until [`run`]; connections made meanwhile wait in the backlog.
 pub async fn start(
-    settings: &crate::config::Settings,
-    specs: Vec<crate::config::ServerSpec>,
-) -> Result<(TcpListener, Arc<App>, std::net::SocketAddr), String> {
+    settings: &Settings,
+    specs: Vec<ServerSpec>,
+) -> Result<(TcpListener, Arc<App>, SocketAddr), String> {
     let listener = TcpListener::bind(settings.listen)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", settings.listen))?;
     let address = listener.local_addr().map_err(|e| e.to_string())?;
     let app = Arc::new(App::new(settings, specs));
-    app.announce(address);
+    let cluster = app.router.state.cluster();
+    health::probe(
+        &app.router.state,
+        &app.router.backend,
+        &cluster.list,
+        app.poll_timeout,
+    )
+    .await;
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        servers = cluster.list.len(),
+        strategy = settings.strategy.name(),
+        checksums = app
+            .algorithms
+            .iter()
+            .map(|a| a.name())
+            .collect::<Vec<_>>()
+            .join(","),
+        "tinyscale listening on {address}"
+    );
     Ok((listener, app, address))
 }
 
-/// How long connections in flight may take to finish after a stop signal.
-pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+/// Serves until `shutdown` completes, with the poller and (on unix) SIGHUP
+/// reloads running beside it; then stops them.
+pub async fn run(listener: TcpListener, app: Arc<App>, shutdown: impl Future<Output = ()>) {
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let until_stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|&s| s).await;
+    };
+    tokio::spawn(health::run_poller(
+        app.router.state.clone(),
+        app.router.backend.clone(),
+        app.poll_interval,
+        app.poll_timeout,
+        until_stopped(stopped.clone()),
+    ));
+    if app.servers_path.is_some() {
+        tokio::spawn(reload_on_sighup(app.clone(), until_stopped(stopped)));
+    }
+    serve(listener, app, shutdown).await;
+    let _ = stop.send(true);
+}
 
-/// Serves until `shutdown` completes, then stops accepting and lets the
-/// requests in flight finish (up to [`SHUTDOWN_GRACE`]).
-pub async fn serve(listener: TcpListener, app: Arc<App>, shutdown: impl Future<Output = ()>) {
+/// Reloads the servers file on each SIGHUP until `stop` completes.
+async fn reload_on_sighup(app: Arc<App>, stop: impl Future<Output = ()>) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut hangups = match signal(SignalKind::hangup()) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!("cannot listen for SIGHUP ({e}): reload by restarting");
+                return;
+            }
+        };
+        tokio::pin!(stop);
+        loop {
+            tokio::select! {
+                _ = hangups.recv() => {}
+                _ = &mut stop => return,
+            }
+            match app.reload().await {
+                Ok(s) => tracing::info!(
+                    servers = app.router.state.cluster().list.len(),
+                    added = s.added.join(" "),
+                    removed = s.removed.join(" "),
+                    changed = s.changed.join(" "),
+                    "reloaded the servers file"
+                ),
+                Err(e) => tracing::error!("reload refused, the running configuration stays: {e}"),
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = (app, stop);
+    }
+}
+
+/// Serves until `shutdown` completes, then stops accepting at once and lets
+/// the requests in flight finish (up to the app's shutdown timeout).
+async fn serve(listener: TcpListener, app: Arc<App>, shutdown: impl Future<Output = ()>) {
+    let grace = app.shutdown_timeout;
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     tokio::pin!(shutdown);
     loop {
@@ -129,11 +233,11 @@ pub async fn serve(listener: TcpListener, app: Arc<App>, shutdown: impl Future<O
     }
     drop(listener);
     tracing::info!("stopped listening; finishing requests in flight");
-    if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown())
+    if tokio::time::timeout(grace, graceful.shutdown())
         .await
         .is_err()
     {
-        tracing::warn!("requests still in flight after {SHUTDOWN_GRACE:?}; stopping anyway");
+        tracing::warn!("requests still in flight after {grace:?}; stopping anyway");
     }
 }
 

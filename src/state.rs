@@ -1,23 +1,29 @@
-//! The state a request reads, behind one small interface: the servers, which
-//! server holds which meeting, the round-robin position, and the creates in
-//! flight.
+//! The state a request reads, behind one small interface: the servers and
+//! their health, which server holds which meeting, where new meetings go,
+//! and the creates in flight.
 //!
 //! Kept in memory; the BBB servers stay the source of truth, so losing it
 //! only costs a search. Everything here is synchronous and quick: no lock is
 //! held across an `.await` except a create's own per-meeting lock. A later
 //! issue moves the meeting map to a shared store; callers only see these
-//! methods.
+//! methods. Deciding *when* to poll is `health`'s; choosing among servers is
+//! `placement`'s.
 
-use crate::config::ServerSpec;
+use crate::config::{ServerSpec, ServerState, Strategy};
+use crate::health::{Health, Transition};
+use crate::placement::{self, Candidate};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
-/// One BBB server as the running balancer knows it.
+/// One BBB server as the running balancer knows it: its identity (the
+/// server root), its configuration, and its health, which survives reloads.
 #[derive(Debug)]
 pub struct Server {
     pub spec: ServerSpec,
+    pub id: Arc<str>,
+    health: Arc<Mutex<Health>>,
 }
 
 impl Server {
@@ -25,14 +31,75 @@ impl Server {
     pub fn name(&self) -> &str {
         &self.spec.base
     }
+
+    pub fn health(&self) -> MutexGuard<'_, Health> {
+        lock(&self.health)
+    }
+
+    /// Up, and not disabled: calls for its meetings may be sent to it.
+    pub fn is_usable(&self) -> bool {
+        self.spec.state != ServerState::Disabled && self.health().up
+    }
+
+    /// Usable and enabled: it may get new meetings.
+    pub fn takes_new_meetings(&self) -> bool {
+        self.spec.state == ServerState::Enabled && self.health().up
+    }
 }
 
 /// Where a meeting was last seen.
 #[derive(Clone, Debug)]
 pub struct Owner {
-    pub server: Arc<Server>,
+    /// The server's id; it may since have been removed or disabled.
+    pub server: Arc<str>,
     /// When the server last said it holds the meeting.
     pub confirmed: Instant,
+}
+
+/// The servers, as one consistent list, swapped whole on reload so that no
+/// request sees half an update.
+#[derive(Debug, Default)]
+pub struct Cluster {
+    pub list: Vec<Arc<Server>>,
+    by_id: HashMap<Arc<str>, Arc<Server>>,
+}
+
+impl Cluster {
+    pub fn get(&self, id: &str) -> Option<&Arc<Server>> {
+        self.by_id.get(id)
+    }
+
+    /// The servers calls may be sent to (up, not disabled).
+    pub fn usable(&self) -> Vec<Arc<Server>> {
+        self.list
+            .iter()
+            .filter(|s| s.is_usable())
+            .cloned()
+            .collect()
+    }
+}
+
+/// What a reload changed, for its log line.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct ReloadSummary {
+    pub added: Vec<String>,
+    pub removed: Vec<String>,
+    pub changed: Vec<String>,
+}
+
+/// Health rules: how many polls in a row flip a server.
+#[derive(Clone, Copy, Debug)]
+pub struct HealthPolicy {
+    pub down_after: u32,
+    pub up_after: u32,
+}
+
+/// How new meetings are placed.
+#[derive(Clone, Copy, Debug)]
+pub struct PlacementPolicy {
+    pub strategy: Strategy,
+    /// Users a meeting placed since the last poll counts as.
+    pub new_meeting_load: f64,
 }
 
 /// Entries not confirmed for this long are dropped once the map is large:
@@ -41,36 +108,104 @@ const STALE_AFTER: Duration = Duration::from_secs(12 * 3600);
 const PRUNE_ABOVE: usize = 50_000;
 
 pub struct State {
-    // A whole new list is swapped in on change, so a request never sees half
-    // an update; the RwLock is held only to clone the Arc.
-    servers: RwLock<Arc<Vec<Arc<Server>>>>,
+    // The RwLock is held only to clone the Arc.
+    cluster: RwLock<Arc<Cluster>>,
     // std Mutex: held for a map operation only, never across an .await.
     meetings: Mutex<HashMap<String, Owner>>,
     creates: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    // Choosing a server and reserving load on it is one step, so a burst of
+    // creates sees each other's reservations.
+    placing: Mutex<()>,
     next: AtomicUsize,
+    health_policy: HealthPolicy,
+    placement: PlacementPolicy,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl State {
-    pub fn new(specs: Vec<ServerSpec>) -> State {
-        State {
-            servers: RwLock::new(Arc::new(
-                specs
-                    .into_iter()
-                    .map(|spec| Arc::new(Server { spec }))
-                    .collect(),
-            )),
+    pub fn new(
+        specs: Vec<ServerSpec>,
+        health_policy: HealthPolicy,
+        placement: PlacementPolicy,
+    ) -> State {
+        let state = State {
+            cluster: RwLock::new(Arc::new(Cluster::default())),
             meetings: Mutex::new(HashMap::new()),
             creates: Mutex::new(HashMap::new()),
+            placing: Mutex::new(()),
             next: AtomicUsize::new(0),
-        }
+            health_policy,
+            placement,
+        };
+        state.replace_servers(specs);
+        state
     }
 
-    /// The servers, as one consistent list.
-    pub fn servers(&self) -> Arc<Vec<Arc<Server>>> {
-        self.servers
+    /// A state with plain defaults (round-robin, 2 polls each way) for
+    /// tests.
+    pub fn with_defaults(specs: Vec<ServerSpec>) -> State {
+        State::new(
+            specs,
+            HealthPolicy {
+                down_after: 2,
+                up_after: 2,
+            },
+            PlacementPolicy {
+                strategy: Strategy::RoundRobin,
+                new_meeting_load: 15.0,
+            },
+        )
+    }
+
+    /// The servers, as one consistent snapshot.
+    pub fn cluster(&self) -> Arc<Cluster> {
+        self.cluster
             .read()
-            .unwrap_or_else(|e| e.into_inner())
+            .unwrap_or_else(PoisonError::into_inner)
             .clone()
+    }
+
+    /// Swaps in a new server list. A server that stays (same root) keeps its
+    /// health and its meetings; a new one starts down until it answers a
+    /// poll; a removed one gets no more calls, and its meetings answer
+    /// serverUnavailable.
+    pub fn replace_servers(&self, specs: Vec<ServerSpec>) -> ReloadSummary {
+        let mut cluster = self.cluster.write().unwrap_or_else(PoisonError::into_inner);
+        let mut summary = ReloadSummary::default();
+        let mut list = Vec::with_capacity(specs.len());
+        let mut by_id = HashMap::with_capacity(specs.len());
+        for spec in specs {
+            let health = match cluster.get(&spec.base) {
+                Some(old) => {
+                    if old.spec != spec {
+                        summary.changed.push(spec.base.clone());
+                    }
+                    old.health.clone()
+                }
+                None => {
+                    summary.added.push(spec.base.clone());
+                    Arc::new(Mutex::new(Health::default()))
+                }
+            };
+            let server = Arc::new(Server {
+                id: Arc::from(spec.base.as_str()),
+                spec,
+                health,
+            });
+            by_id.insert(server.id.clone(), server.clone());
+            list.push(server);
+        }
+        summary.removed = cluster
+            .list
+            .iter()
+            .filter(|old| !by_id.contains_key(&old.id))
+            .map(|old| old.spec.base.clone())
+            .collect();
+        *cluster = Arc::new(Cluster { list, by_id });
+        summary
     }
 
     /// Where the meeting was last seen, if anywhere.
@@ -79,7 +214,7 @@ impl State {
     }
 
     /// Records that `server` said just now that it holds the meeting.
-    pub fn remember(&self, meeting_id: &str, server: &Arc<Server>) {
+    pub fn remember(&self, meeting_id: &str, server: &Server) {
         let mut meetings = self.meetings();
         let now = Instant::now();
         if meetings.len() >= PRUNE_ABOVE {
@@ -88,18 +223,18 @@ impl State {
         meetings.insert(
             meeting_id.to_string(),
             Owner {
-                server: server.clone(),
+                server: server.id.clone(),
                 confirmed: now,
             },
         );
     }
 
-    /// Forgets the meeting, if it is still recorded on `server`.
-    pub fn forget(&self, meeting_id: &str, server: &Arc<Server>) {
+    /// Forgets the meeting, if it is still recorded on the server `server_id`.
+    pub fn forget(&self, meeting_id: &str, server_id: &str) {
         let mut meetings = self.meetings();
         if meetings
             .get(meeting_id)
-            .is_some_and(|o| Arc::ptr_eq(&o.server, server))
+            .is_some_and(|o| &*o.server == server_id)
         {
             meetings.remove(meeting_id);
         }
@@ -109,23 +244,92 @@ impl State {
         self.meetings().len()
     }
 
-    fn meetings(&self) -> std::sync::MutexGuard<'_, HashMap<String, Owner>> {
-        self.meetings.lock().unwrap_or_else(|e| e.into_inner())
+    fn meetings(&self) -> MutexGuard<'_, HashMap<String, Owner>> {
+        lock(&self.meetings)
     }
 
-    /// The servers in the order a new meeting should try them: round-robin,
-    /// each create starting one further than the last.
-    pub fn placement_order(&self) -> Vec<Arc<Server>> {
-        let servers = self.servers();
-        if servers.is_empty() {
-            return Vec::new();
+    /// Takes in what a poll that started at `started` saw on `server`: its
+    /// meetings are known to be there; meetings remembered there that it
+    /// did not list have ended — unless they were confirmed after the poll
+    /// began (a create that raced the poll is not dropped by its older
+    /// answer). Meetings placed since the poll began keep their reservation.
+    pub fn apply_poll(&self, server: &Server, started: Instant, meeting_ids: &[String]) {
+        {
+            let mut meetings = self.meetings();
+            let listed: std::collections::HashSet<&str> =
+                meeting_ids.iter().map(String::as_str).collect();
+            meetings.retain(|id, owner| {
+                owner.server != server.id
+                    || owner.confirmed > started
+                    || listed.contains(id.as_str())
+            });
+            for id in meeting_ids {
+                match meetings.get_mut(id.as_str()) {
+                    // Seen elsewhere after this poll began: the newer word wins.
+                    Some(owner) if owner.confirmed > started => {}
+                    Some(owner) => {
+                        owner.server = server.id.clone();
+                        owner.confirmed = started;
+                    }
+                    None => {
+                        meetings.insert(
+                            id.clone(),
+                            Owner {
+                                server: server.id.clone(),
+                                confirmed: started,
+                            },
+                        );
+                    }
+                }
+            }
         }
-        let start = self.next.fetch_add(1, Ordering::Relaxed) % servers.len();
-        servers[start..]
+        server.health().clear_reservations_before(started);
+    }
+
+    /// Counts a poll or call result towards the server's health; returns the
+    /// change of state, if this result made one.
+    pub fn record(&self, server: &Server, result: Result<(), String>) -> Option<Transition> {
+        server.health().record(result, self.health_policy)
+    }
+
+    /// The servers a new meeting should try, best first, with load reserved
+    /// on the first. Only enabled servers that are up are candidates.
+    pub fn placement_order(&self) -> Vec<Arc<Server>> {
+        let cluster = self.cluster();
+        let _placing = lock(&self.placing);
+        let eligible: Vec<&Arc<Server>> = cluster
+            .list
             .iter()
-            .chain(&servers[..start])
-            .cloned()
-            .collect()
+            .filter(|s| s.takes_new_meetings())
+            .collect();
+        let candidates: Vec<Candidate> = eligible
+            .iter()
+            .map(|s| {
+                let health = s.health();
+                Candidate {
+                    load: health.load(self.placement.new_meeting_load),
+                    weight: s.spec.weight,
+                }
+            })
+            .collect();
+        let order = match self.placement.strategy {
+            Strategy::RoundRobin if candidates.is_empty() => Vec::new(),
+            Strategy::RoundRobin => {
+                placement::round_robin(candidates.len(), self.next.fetch_add(1, Ordering::Relaxed))
+            }
+            Strategy::LeastLoaded => placement::least_loaded(&candidates),
+        };
+        let ordered: Vec<Arc<Server>> = order.into_iter().map(|i| eligible[i].clone()).collect();
+        if let Some(first) = ordered.first() {
+            first.health().reserve();
+        }
+        ordered
+    }
+
+    /// Moves a reservation to `server` when the first choice could not be
+    /// reached and the create went on to the next.
+    pub fn reserve(&self, server: &Server) {
+        server.health().reserve();
     }
 
     /// Serialises creates of one meetingID, so that creates arriving together
@@ -141,14 +345,12 @@ impl State {
             state: self,
             meeting_id: meeting_id.to_string(),
             lock,
-            _guard: Some(guard),
+            guard: Some(guard),
         }
     }
 
-    fn creates_map(
-        &self,
-    ) -> std::sync::MutexGuard<'_, HashMap<String, Arc<tokio::sync::Mutex<()>>>> {
-        self.creates.lock().unwrap_or_else(|e| e.into_inner())
+    fn creates_map(&self) -> MutexGuard<'_, HashMap<String, Arc<tokio::sync::Mutex<()>>>> {
+        lock(&self.creates)
     }
 
     pub fn creates_in_flight(&self) -> usize {
@@ -161,12 +363,12 @@ pub struct CreateGuard<'a> {
     state: &'a State,
     meeting_id: String,
     lock: Arc<tokio::sync::Mutex<()>>,
-    _guard: Option<tokio::sync::OwnedMutexGuard<()>>,
+    guard: Option<tokio::sync::OwnedMutexGuard<()>>,
 }
 
 impl Drop for CreateGuard<'_> {
     fn drop(&mut self) {
-        self._guard.take();
+        self.guard.take();
         let mut creates = self.state.creates_map();
         // The map and this guard hold the lock; nobody else waits on it.
         if Arc::strong_count(&self.lock) == 2 {
@@ -181,16 +383,23 @@ mod tests {
     use crate::checksum::Algorithm;
 
     fn spec(n: u16) -> ServerSpec {
-        ServerSpec {
-            base: format!("http://127.0.0.1:{n}"),
-            secret: "s".into(),
-            checksum: Algorithm::Sha256,
+        ServerSpec::new(format!("http://127.0.0.1:{n}"), "s", Algorithm::Sha256)
+    }
+
+    fn up(state: &State) {
+        for server in &state.cluster().list {
+            server.health().mark_up_after_probe();
         }
     }
 
     #[test]
-    fn round_robin_rotates() {
-        let state = State::new(vec![spec(1), spec(2), spec(3)]);
+    fn round_robin_rotates_over_servers_that_take_meetings() {
+        let state = State::with_defaults(vec![spec(1), spec(2), spec(3)]);
+        assert!(
+            state.placement_order().is_empty(),
+            "nobody is up before the probe"
+        );
+        up(&state);
         let firsts: Vec<String> = (0..4)
             .map(|_| state.placement_order()[0].name().to_string())
             .collect();
@@ -203,27 +412,104 @@ mod tests {
                 "http://127.0.0.1:1"
             ]
         );
-        assert_eq!(state.placement_order().len(), 3);
+        let mut cordoned = spec(2);
+        cordoned.state = ServerState::Cordoned;
+        state.replace_servers(vec![spec(1), cordoned, spec(3)]);
+        for _ in 0..4 {
+            assert!(
+                state
+                    .placement_order()
+                    .iter()
+                    .all(|s| s.name() != "http://127.0.0.1:2")
+            );
+        }
     }
 
     #[test]
     fn remember_and_forget() {
-        let state = State::new(vec![spec(1), spec(2)]);
-        let servers = state.servers();
-        state.remember("m", &servers[0]);
-        assert_eq!(
-            state.owner("m").unwrap().server.name(),
-            "http://127.0.0.1:1"
-        );
-        state.forget("m", &servers[1]);
+        let state = State::with_defaults(vec![spec(1), spec(2)]);
+        let cluster = state.cluster();
+        state.remember("m", &cluster.list[0]);
+        assert_eq!(&*state.owner("m").unwrap().server, "http://127.0.0.1:1");
+        state.forget("m", &cluster.list[1].id);
         assert!(state.owner("m").is_some());
-        state.forget("m", &servers[0]);
+        state.forget("m", &cluster.list[0].id);
         assert!(state.owner("m").is_none());
+    }
+
+    #[test]
+    fn reload_keeps_health_and_meetings_of_servers_that_stay() {
+        let state = State::with_defaults(vec![spec(1), spec(2)]);
+        up(&state);
+        state.remember("m", &state.cluster().list[1]);
+        let mut heavier = spec(2);
+        heavier.weight = 3.0;
+        let summary = state.replace_servers(vec![heavier, spec(3)]);
+        assert_eq!(summary.added, ["http://127.0.0.1:3"]);
+        assert_eq!(summary.removed, ["http://127.0.0.1:1"]);
+        assert_eq!(summary.changed, ["http://127.0.0.1:2"]);
+        let cluster = state.cluster();
+        let kept = cluster.get("http://127.0.0.1:2").unwrap();
+        assert!(kept.is_usable(), "health kept");
+        assert_eq!(kept.spec.weight, 3.0);
+        assert!(
+            !cluster.get("http://127.0.0.1:3").unwrap().is_usable(),
+            "new servers wait for a poll"
+        );
+        assert_eq!(&*state.owner("m").unwrap().server, "http://127.0.0.1:2");
+    }
+
+    #[test]
+    fn a_poll_does_not_drop_a_meeting_created_after_it_began() {
+        let state = State::with_defaults(vec![spec(1)]);
+        let server = state.cluster().list[0].clone();
+        state.remember("old-ended", &server);
+        let poll_started = Instant::now();
+        std::thread::sleep(Duration::from_millis(2));
+        state.remember("created-during-poll", &server);
+        state.apply_poll(&server, poll_started, &["seen".to_string()]);
+        assert!(
+            state.owner("old-ended").is_none(),
+            "ended before the poll: dropped"
+        );
+        assert!(
+            state.owner("created-during-poll").is_some(),
+            "raced the poll: kept"
+        );
+        assert!(state.owner("seen").is_some(), "seen by the poll: known");
+    }
+
+    #[test]
+    fn least_loaded_spreads_a_burst_by_weight() {
+        let mut specs = vec![spec(1), spec(2), spec(3)];
+        specs[1].weight = 2.0;
+        specs[2].weight = 3.0;
+        let state = State::new(
+            specs,
+            HealthPolicy {
+                down_after: 2,
+                up_after: 2,
+            },
+            PlacementPolicy {
+                strategy: Strategy::LeastLoaded,
+                new_meeting_load: 15.0,
+            },
+        );
+        up(&state);
+        let mut counts = HashMap::new();
+        for _ in 0..60 {
+            *counts
+                .entry(state.placement_order()[0].name().to_string())
+                .or_insert(0) += 1;
+        }
+        assert_eq!(counts["http://127.0.0.1:1"], 10);
+        assert_eq!(counts["http://127.0.0.1:2"], 20);
+        assert_eq!(counts["http://127.0.0.1:3"], 30);
     }
 
     #[tokio::test]
     async fn create_locks_are_per_meeting_and_cleaned_up() {
-        let state = Arc::new(State::new(vec![spec(1)]));
+        let state = Arc::new(State::with_defaults(vec![spec(1)]));
         let a = state.lock_create("a").await;
         let _b = state.lock_create("b").await;
         let waiter = {

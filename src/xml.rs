@@ -81,6 +81,83 @@ pub fn merge_lists<'a>(bodies: impl IntoIterator<Item = &'a [u8]>, list: &str) -
     ))
 }
 
+/// One meeting of a getMeetings answer, as the poller needs it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MeetingSummary {
+    pub meeting_id: String,
+    pub participants: u64,
+    pub listeners: u64,
+    pub voice_participants: u64,
+    pub videos: u64,
+}
+
+/// The meetings of a getMeetings answer: the direct children of each
+/// `<meeting>` that the poller reads, entities decoded.
+pub fn meeting_summaries(body: &[u8]) -> Vec<MeetingSummary> {
+    let Ok(body) = std::str::from_utf8(body) else {
+        return Vec::new();
+    };
+    let mut reader = Reader::from_str(body);
+    let mut meetings = Vec::new();
+    let mut path: Vec<String> = Vec::new();
+    let mut current: Option<MeetingSummary> = None;
+    let mut text = String::new();
+    loop {
+        match reader.read_event() {
+            Ok(Event::Start(e)) => {
+                let name = e.name().as_ref().to_string();
+                if path.len() == 2 && name == "meeting" && path[1] == "meetings" {
+                    current = Some(MeetingSummary::default());
+                }
+                path.push(name);
+                text.clear();
+            }
+            Ok(Event::Text(t)) => text.push_str(t.as_ref()),
+            Ok(Event::GeneralRef(r)) => text.push_str(entity(r.as_ref())),
+            Ok(Event::CData(c)) => text.push_str(c.as_ref()),
+            Ok(Event::End(_)) => {
+                let name = path.pop().unwrap_or_default();
+                if path.len() == 3
+                    && let Some(meeting) = current.as_mut()
+                {
+                    let number = || text.trim().parse::<u64>().unwrap_or(0);
+                    match name.as_str() {
+                        "meetingID" => meeting.meeting_id = text.trim().to_string(),
+                        "participantCount" => meeting.participants = number(),
+                        "listenerCount" => meeting.listeners = number(),
+                        "voiceParticipantCount" => meeting.voice_participants = number(),
+                        "videoCount" => meeting.videos = number(),
+                        _ => {}
+                    }
+                }
+                if path.len() == 2
+                    && name == "meeting"
+                    && let Some(meeting) = current.take()
+                {
+                    meetings.push(meeting);
+                }
+                text.clear();
+            }
+            Ok(Event::Eof) | Err(_) => break,
+            _ => {}
+        }
+    }
+    meetings
+}
+
+/// The five predefined XML entities; anything else (BBB sends none) is
+/// dropped.
+fn entity(name: &str) -> &'static str {
+    match name {
+        "amp" => "&",
+        "lt" => "<",
+        "gt" => ">",
+        "quot" => "\"",
+        "apos" => "'",
+        _ => "",
+    }
+}
+
 /// The `<recordID>`s listed in a getRecordings answer, entities decoded.
 pub fn record_ids(body: &[u8]) -> Vec<String> {
     let Ok(body) = std::str::from_utf8(body) else {
@@ -100,14 +177,7 @@ pub fn record_ids(body: &[u8]) -> Vec<String> {
                 text.push_str(t.as_ref());
             }
             Ok(Event::GeneralRef(r)) if in_record_id => {
-                text.push_str(match r.as_ref() {
-                    "amp" => "&",
-                    "lt" => "<",
-                    "gt" => ">",
-                    "quot" => "\"",
-                    "apos" => "'",
-                    _ => "",
-                });
+                text.push_str(entity(r.as_ref()));
             }
             Ok(Event::CData(c)) if in_record_id => {
                 text.push_str(c.as_ref());
@@ -174,6 +244,29 @@ mod tests {
     fn nested_list_of_the_same_name_is_not_taken() {
         let body = "<response><returncode>SUCCESS</returncode><x><meetings><meeting/></meetings></x></response>";
         assert_eq!(merge_lists([body.as_bytes()], "meetings"), None);
+    }
+
+    #[test]
+    fn summarises_meetings() {
+        let body = "<response><returncode>SUCCESS</returncode><meetings>\n<meeting><meetingName>n</meetingName><meetingID>a &amp; b</meetingID><participantCount>5</participantCount><listenerCount>2</listenerCount><voiceParticipantCount>1</voiceParticipantCount><videoCount>3</videoCount><attendees><attendee><meetingID>not this</meetingID></attendee></attendees><breakoutRooms><breakout>x</breakout></breakoutRooms></meeting><meeting><meetingID>c</meetingID><participantCount>0</participantCount></meeting></meetings></response>";
+        let meetings = meeting_summaries(body.as_bytes());
+        assert_eq!(
+            meetings,
+            vec![
+                MeetingSummary {
+                    meeting_id: "a & b".into(),
+                    participants: 5,
+                    listeners: 2,
+                    voice_participants: 1,
+                    videos: 3
+                },
+                MeetingSummary {
+                    meeting_id: "c".into(),
+                    ..Default::default()
+                }
+            ]
+        );
+        assert!(meeting_summaries(EMPTY.as_bytes()).is_empty());
     }
 
     #[test]

@@ -7,13 +7,15 @@ use support::*;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_create_whose_server_is_down_lands_on_another() {
-    let cluster = Cluster::start(3).await;
+    // Not yet known to be down (it would take 100 failures): the create is
+    // sent there, refused, and goes on to the next server.
+    let cluster = Cluster::start_with(3, &[("TINYSCALE_DOWN_AFTER", "100")]).await;
     cluster.sims[1].set_mode(Mode::Refuse);
     for n in 0..6 {
         let holder = cluster.create(&format!("fallback-{n}")).await;
         assert_ne!(holder, 1);
     }
-    assert!(cluster.lb.logs().contains("trying the next server"));
+    assert!(cluster.lb.wait_for_log("trying the next server").await, "{}", cluster.lb.logs());
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -33,7 +35,7 @@ async fn no_server_reachable_is_an_internal_error() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_down_server_breaks_only_its_own_meetings() {
-    let cluster = Cluster::start(3).await;
+    let cluster = Cluster::start_with(3, &[("TINYSCALE_POLL_INTERVAL", "0.1")]).await;
     let mut on = [None, None, None];
     for n in 0..3 {
         let id = format!("m-{n}");
@@ -65,8 +67,11 @@ async fn a_down_server_breaks_only_its_own_meetings() {
     assert_eq!(reply.returncode(), Some("SUCCESS"));
     assert_eq!(reply.body.matches("<meeting>").count(), 2, "{}", reply.body);
 
-    // It comes back: its meeting answers again, from the same server.
+    // It comes back (after two good polls): its meeting answers again,
+    // from the same server.
+    assert!(cluster.lb.wait_for_log("server went down").await);
     cluster.sims[1].set_mode(Mode::Normal);
+    assert!(cluster.lb.wait_for_log("server is up again").await, "{}", cluster.lb.logs());
     let reply = cluster
         .call("getMeetingInfo", &format!("meetingID={b}"))
         .await;

@@ -95,6 +95,13 @@ struct Inner {
     /// Open connections, so `stop` can wait for the last one to close.
     connections: watch::Sender<usize>,
     accept_task: Mutex<Option<JoinHandle<()>>>,
+    /// Requests read and held by Mode::Hang, so a test can wait until one
+    /// is really in flight.
+    held: watch::Sender<usize>,
+    /// Per call name: how long to sit on an answer after making it. The
+    /// answer shows the state from before the wait (as a slow server's
+    /// would), which lets tests race a slow getMeetings against a create.
+    delays: Mutex<std::collections::HashMap<String, Duration>>,
     /// The runtime the sim was started on: binding a tokio socket needs it,
     /// and `set_mode` may be called from outside it.
     runtime: tokio::runtime::Handle,
@@ -136,6 +143,8 @@ impl SimHandle {
             listener: Mutex::new(Some(listener)),
             connections: watch::Sender::new(0),
             accept_task: Mutex::new(None),
+            held: watch::Sender::new(0),
+            delays: Mutex::new(std::collections::HashMap::new()),
             runtime: tokio::runtime::Handle::current(),
         });
         let task = tokio::spawn(accept_loop(inner.clone()));
@@ -239,6 +248,23 @@ impl SimHandle {
         lock(&self.inner.core.state)
             .recording(record_id)
             .map(|r| r.published)
+    }
+
+    /// Delays the answers to `call` (e.g. `getMeetings`) by `delay`, after
+    /// they are made; `Duration::ZERO` removes the delay.
+    pub fn set_answer_delay(&self, call: &str, delay: Duration) {
+        let mut delays = lock(&self.inner.delays);
+        if delay.is_zero() {
+            delays.remove(call);
+        } else {
+            delays.insert(call.to_string(), delay);
+        }
+    }
+
+    /// Waits until at least `n` requests are held by [`Mode::Hang`].
+    pub async fn wait_until_holding(&self, n: usize) {
+        let mut held = self.inner.held.subscribe();
+        let _ = held.wait_for(|held| *held >= n).await;
     }
 
     /// Every request answered so far (refused or still hanging ones are
@@ -405,10 +431,18 @@ async fn handle(
         .map_err(|_| Dropped)?
         .to_bytes();
     let mut control = inner.control.subscribe();
-    let now = *control
+    let hanging = control.borrow().mode == Mode::Hang;
+    if hanging {
+        inner.held.send_modify(|n| *n += 1);
+    }
+    let released = control
         .wait_for(|c| c.stopped || c.mode != Mode::Hang)
         .await
-        .map_err(|_| Dropped)?;
+        .map(|c| *c);
+    if hanging {
+        inner.held.send_modify(|n| *n = n.saturating_sub(1));
+    }
+    let now = released.map_err(|_| Dropped)?;
     if now.closes_connections() {
         return Err(Dropped);
     }
@@ -424,6 +458,7 @@ async fn handle(
         content_type,
         body: &body,
     });
+    let delay = lock(&inner.delays).get(&outcome.call).copied();
     lock(&inner.requests).push(SeenRequest {
         method: parts.method.to_string(),
         call: outcome.call,
@@ -433,6 +468,9 @@ async fn handle(
         checksum_ok: outcome.checksum_ok,
     });
     let reply = outcome.reply;
+    if let Some(delay) = delay {
+        tokio::time::sleep(delay).await;
+    }
     let mut response = Response::builder()
         .status(reply.status)
         .header(CONTENT_TYPE, reply.content_type)
