@@ -15,7 +15,11 @@ async fn a_create_whose_server_is_down_lands_on_another() {
         let holder = cluster.create(&format!("fallback-{n}")).await;
         assert_ne!(holder, 1);
     }
-    assert!(cluster.lb.wait_for_log("trying the next server").await, "{}", cluster.lb.logs());
+    assert!(
+        cluster.lb.wait_for_log("trying the next server").await,
+        "{}",
+        cluster.lb.logs()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -71,7 +75,11 @@ async fn a_down_server_breaks_only_its_own_meetings() {
     // from the same server.
     assert!(cluster.lb.wait_for_log("server went down").await);
     cluster.sims[1].set_mode(Mode::Normal);
-    assert!(cluster.lb.wait_for_log("server is up again").await, "{}", cluster.lb.logs());
+    assert!(
+        cluster.lb.wait_for_log("server is up again").await,
+        "{}",
+        cluster.lb.logs()
+    );
     let reply = cluster
         .call("getMeetingInfo", &format!("meetingID={b}"))
         .await;
