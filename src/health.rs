@@ -169,6 +169,12 @@ pub async fn poll(state: &State, backend: &Backend, server: &Server, timeout: Du
             let meetings = xml::meeting_summaries(&answer.body);
             let ids: Vec<String> = meetings.iter().map(|m| m.meeting_id.clone()).collect();
             state.apply_poll(server, started, &ids);
+            tracing::debug!(
+                server = server.name(),
+                meetings = ids.len(),
+                ms = started.elapsed().as_millis() as u64,
+                "polled"
+            );
             {
                 let mut health = server.health();
                 health.load = Load::from_meetings(&meetings);

@@ -1,5 +1,6 @@
 //! Starting and stopping the binary: configuration refused with a clear
-//! message, a clean exit on SIGTERM.
+//! message; on SIGTERM the listener closes at once, requests in flight
+//! finish, and the exit is clean.
 
 mod support;
 
@@ -78,4 +79,36 @@ async fn sigterm_stops_cleanly() {
     );
     let Cluster { lb, .. } = cluster;
     assert_eq!(lb.terminate(), Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_lets_a_slow_request_finish_and_refuses_new_connections() {
+    let cluster = Cluster::start(1).await;
+    cluster.create("slow").await;
+    let sim = cluster.sims[0].clone();
+    sim.set_mode(Mode::Hang);
+    let url = cluster.url("getMeetingInfo", "meetingID=slow");
+    let in_flight = tokio::spawn(async move { get(&url).await });
+    sim.wait_until_holding(1).await;
+
+    let Cluster { lb, .. } = cluster;
+    let addr = lb.addr;
+    lb.signal("TERM");
+    assert!(lb.wait_for_log("stopped listening").await, "{}", lb.logs());
+    assert!(
+        tokio::net::TcpStream::connect(addr).await.is_err(),
+        "new connections are refused"
+    );
+
+    sim.set_mode(Mode::Normal);
+    let reply = in_flight.await.unwrap();
+    assert_eq!(
+        reply.returncode(),
+        Some("SUCCESS"),
+        "the request in flight completed"
+    );
+    let code = tokio::task::spawn_blocking(move || lb.wait())
+        .await
+        .unwrap();
+    assert_eq!(code, Some(0));
 }

@@ -267,7 +267,8 @@ impl SimHandle {
         let _ = held.wait_for(|held| *held >= n).await;
     }
 
-    /// Every request answered so far (refused or still hanging ones are
+    /// Every request answered so far, or answered and held back by
+    /// [`SimHandle::set_answer_delay`] (refused or still hanging ones are
     /// not), in order.
     pub fn requests(&self) -> Vec<SeenRequest> {
         lock(&self.inner.requests).clone()

@@ -153,7 +153,7 @@ impl Balancer {
             .env_clear()
             .env("PORT", "0")
             .env("TINYSCALE_BIND", "127.0.0.1")
-            .env("TINYSCALE_LOG", "info")
+            .env("TINYSCALE_LOG", "info,tinyscale=debug")
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
         for (k, v) in env {
@@ -213,13 +213,46 @@ impl Balancer {
         false
     }
 
-    /// Sends SIGTERM and waits for the exit code.
-    pub fn terminate(mut self) -> Option<i32> {
-        let _ = Command::new("kill")
-            .arg("-TERM")
+    /// Sends a signal (`TERM`, `HUP`, …) to the process.
+    pub fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{name}"))
             .arg(self.child.id().to_string())
-            .status();
+            .status()
+            .expect("kill runs");
+        assert!(status.success());
+    }
+
+    /// Waits for the process to exit; its exit code.
+    pub fn wait(mut self) -> Option<i32> {
         self.child.wait().ok().and_then(|s| s.code())
+    }
+
+    /// Sends SIGTERM and waits for the exit code.
+    pub fn terminate(self) -> Option<i32> {
+        self.signal("TERM");
+        self.wait()
+    }
+
+    /// How many log lines contain every one of `parts`.
+    pub fn count_lines(&self, parts: &[&str]) -> usize {
+        self.logs
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|line| parts.iter().all(|p| line.contains(p)))
+            .count()
+    }
+
+    /// Waits (bounded) until at least `n` log lines contain all of `parts`.
+    pub async fn wait_for_lines(&self, parts: &[&str], n: usize) -> bool {
+        for _ in 0..400 {
+            if self.count_lines(parts) >= n {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        false
     }
 }
 
@@ -228,6 +261,30 @@ impl Drop for Balancer {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// servers.json's entry for `sims[i]`: the host given as the server root or
+/// as the API root in turn, and sha256, sha1, sha512, sha384 in turn.
+pub fn entry(sims: &[SimHandle], i: usize) -> serde_json::Value {
+    let sim = &sims[i];
+    let algorithms = ["sha256", "sha1", "sha512", "sha384"];
+    serde_json::json!({
+        "host": if i.is_multiple_of(2) { sim.url() } else { format!("{}/bigbluebutton/api/", sim.url()) },
+        "secret": sim.secret(),
+        "checksum": algorithms[i % 4],
+    })
+}
+
+/// Writes a servers file, atomically (a reload never reads half a file).
+pub fn write_servers(path: &std::path::Path, entries: Vec<serde_json::Value>) {
+    let text = serde_json::to_string_pretty(&serde_json::Value::Array(entries)).unwrap();
+    write_file(path, &text);
+}
+
+pub fn write_file(path: &std::path::Path, text: &str) {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
 }
 
 /// Simulated servers (each with its own secret) behind a running tinyscale.
@@ -245,33 +302,30 @@ impl Cluster {
     /// `n` simulated servers, signed towards with sha256, sha1, sha512, … in
     /// turn, and tinyscale with these extra environment variables.
     pub async fn start_with(n: usize, env: &[(&str, &str)]) -> Cluster {
+        let sims = Self::sims(n).await;
+        let entries = (0..n).map(|i| entry(&sims, i)).collect();
+        Self::launch(sims, entries, env)
+    }
+
+    /// `n` simulated servers, not yet behind a balancer (to prepare them).
+    pub async fn sims(n: usize) -> Vec<SimHandle> {
         let mut sims = Vec::new();
         for i in 0..n {
-            sims.push(
-                SimHandle::start(&format!("sim-secret-{i}-abcdef"))
-                    .await
-                    .expect("sim starts"),
-            );
+            let secret = format!("sim-secret-{i}-abcdef");
+            sims.push(SimHandle::start(&secret).await.expect("sim starts"));
         }
-        let algorithms = ["sha256", "sha1", "sha512", "sha384"];
-        let entries: Vec<serde_json::Value> = sims
-            .iter()
-            .enumerate()
-            .map(|(i, sim)| {
-                serde_json::json!({
-                    "host": if i % 2 == 0 { sim.url() } else { format!("{}/bigbluebutton/api/", sim.url()) },
-                    "secret": sim.secret(),
-                    "checksum": algorithms[i % 4],
-                })
-            })
-            .collect();
-        let dir = scratch_dir();
-        let servers_file = dir.join("servers.json");
-        std::fs::write(
-            &servers_file,
-            serde_json::to_string_pretty(&entries).unwrap(),
-        )
-        .unwrap();
+        sims
+    }
+
+    /// tinyscale in front of `sims`, with these servers.json entries (see
+    /// [`entry`]) and extra environment variables.
+    pub fn launch(
+        sims: Vec<SimHandle>,
+        entries: Vec<serde_json::Value>,
+        env: &[(&str, &str)],
+    ) -> Cluster {
+        let servers_file = scratch_dir().join("servers.json");
+        write_servers(&servers_file, entries);
         let file = servers_file.to_string_lossy().into_owned();
         let mut all = vec![
             ("TINYSCALE_SECRET", SECRET),
@@ -284,6 +338,17 @@ impl Cluster {
             lb,
             servers_file,
         }
+    }
+
+    /// servers.json's entry for simulated server `i`.
+    pub fn entry(&self, i: usize) -> serde_json::Value {
+        entry(&self.sims, i)
+    }
+
+    /// Rewrites servers.json and tells tinyscale to reload it.
+    pub fn reload(&self, entries: Vec<serde_json::Value>) {
+        write_servers(&self.servers_file, entries);
+        self.lb.signal("HUP");
     }
 
     /// The balancer's URL for `call` with `query`, signed with SHA-1.
