@@ -3,15 +3,17 @@
 //! A request's path through the crate, top to bottom:
 //!
 //! - [`server`]: accepts HTTP, reads the request, writes the log line;
+//!   SIGHUP reload and graceful stop;
 //! - [`api`]: which call it is, checksum verified, parameters, re-signing;
 //! - [`checksum`]: BBB's checksum rules (pure);
 //! - [`routing`]: where each call goes and what is answered;
-//! - [`state`]: servers, meeting → server, round-robin, creates in flight;
+//! - [`state`]: servers and health, meeting → server, creates in flight;
+//! - [`placement`]: round-robin / least-loaded choice of a new meeting's server (pure);
 //! - [`backend`]: the pooled HTTP(S) client to the BBB servers;
 //! - [`xml`]: reading and merging BBB answers (pure);
 //! - [`errors`]: tinyscale's own answers, as BBB XML/JSON;
 //! - [`config`]: environment and servers.json;
-//! - [`health`]: the start-up probe of every server;
+//! - [`health`]: start-up probe, poller, up/down hysteresis, load figures;
 //! - [`sim`]: a simulated BBB server for tests and the demo;
 //! - [`demo`]: the balancer in front of three simulated servers.
 

@@ -13,7 +13,8 @@ const USAGE: &str = "\
 tinyscale — one BigBlueButton API URL in front of many BBB servers
 
 Usage:
-  tinyscale [serve]    run the balancer (configured by the environment)
+  tinyscale [serve]    run the balancer (configured by the environment);
+                       SIGHUP re-reads the servers file, SIGTERM stops
   tinyscale demo       run it in front of three simulated BBB servers
   tinyscale sim [N]    run N simulated BBB servers (default 1) on 127.0.0.1
                        and print a servers.json for them
@@ -30,6 +31,13 @@ Environment (serve):
   TINYSCALE_RESPONSE_TIMEOUT     seconds for a BBB server's answer (default 10)
   TINYSCALE_MAX_BODY             largest request body (default 64M)
   TINYSCALE_LOG                  log filter (default info)
+  TINYSCALE_POLL_INTERVAL        seconds between polls of each server (default 10)
+  TINYSCALE_POLL_TIMEOUT         seconds one poll may take (default 3)
+  TINYSCALE_DOWN_AFTER           failed polls in a row before a server is down (default 2)
+  TINYSCALE_UP_AFTER             good polls in a row before it is up again (default 2)
+  TINYSCALE_STRATEGY             round-robin (default) or least-loaded
+  TINYSCALE_NEW_MEETING_LOAD     users a new meeting counts as until the next poll (default 15)
+  TINYSCALE_SHUTDOWN_TIMEOUT     seconds to finish requests after SIGTERM (default 10)
   SSL_CERT_FILE                  extra CA certificates for https backends
 ";
 

@@ -146,6 +146,7 @@ impl State {
 
     /// A state with plain defaults (round-robin, 2 polls each way) for
     /// tests.
+    #[cfg(test)]
     pub fn with_defaults(specs: Vec<ServerSpec>) -> State {
         State::new(
             specs,
