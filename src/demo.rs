@@ -6,7 +6,7 @@
 //! servers are the same code the tests run.
 
 use crate::checksum::{self, Algorithm};
-use crate::config::{ServerSpec, Settings};
+use crate::config::{self, Settings};
 use crate::server;
 use crate::sim::SimHandle;
 
@@ -18,19 +18,22 @@ pub async fn run() -> Result<(), String> {
         .or_insert_with(|| DEMO_SECRET.into());
     vars.entry("TINYSCALE_BIND".into())
         .or_insert_with(|| "127.0.0.1".into());
+    let (sims, servers_json) = start_sims(3).await?;
+    // The demo's servers file is a real one: edit it (cordon a server, say)
+    // and send SIGHUP to see a reload.
+    let dir = std::env::temp_dir().join(format!("tinyscale-demo-{}", std::process::id()));
+    let file = dir.join("servers.json");
+    tokio::fs::create_dir_all(&dir)
+        .await
+        .and(tokio::fs::write(&file, servers_json).await)
+        .map_err(|e| format!("cannot write {}: {e}", file.display()))?;
+    vars.insert("TINYSCALE_SERVERS".into(), file.display().to_string());
     let settings =
         Settings::from_vars(|name| vars.get(name).cloned()).map_err(|e| e.to_string())?;
     crate::init_logging(&settings.log_filter);
-
-    let mut specs = Vec::new();
-    let mut sims = Vec::new();
-    for n in 1..=3 {
-        let sim = SimHandle::start(&format!("sim-secret-{n}"))
-            .await
-            .map_err(|e| format!("cannot start a simulated server: {e}"))?;
-        specs.push(ServerSpec::new(sim.url(), sim.secret(), Algorithm::Sha256));
-        sims.push(sim);
-    }
+    let specs = config::load_servers(&file)
+        .await
+        .map_err(|e| e.to_string())?;
     let (listener, app, address) = server::start(&settings, specs).await?;
 
     let base = format!("http://{address}/bigbluebutton/api/");
@@ -47,6 +50,11 @@ pub async fn run() -> Result<(), String> {
     for sim in &sims {
         println!("  simulated BBB server {}", sim.url());
     }
+    println!(
+        "  servers file {} (edit it, then kill -HUP {})",
+        file.display(),
+        std::process::id()
+    );
     println!("\nTry, in this order:");
     println!(
         "  create:         {}",
@@ -76,10 +84,9 @@ pub async fn run() -> Result<(), String> {
     Ok(())
 }
 
-/// Runs `count` simulated servers until Ctrl-C, printing a servers.json
-/// (with their secrets: they are test servers) on stdout.
-pub async fn run_sims(count: usize) -> Result<(), String> {
-    crate::init_logging(&std::env::var("TINYSCALE_LOG").unwrap_or_else(|_| "info".into()));
+/// Starts `count` simulated servers on 127.0.0.1; returns them with a
+/// servers.json that lists them (with their secrets: they are test servers).
+async fn start_sims(count: usize) -> Result<(Vec<SimHandle>, String), String> {
     let mut sims = Vec::new();
     let mut entries = Vec::new();
     for n in 1..=count {
@@ -90,6 +97,14 @@ pub async fn run_sims(count: usize) -> Result<(), String> {
         sims.push(sim);
     }
     let json = serde_json::to_string_pretty(&entries).map_err(|e| e.to_string())?;
+    Ok((sims, json))
+}
+
+/// Runs `count` simulated servers until Ctrl-C, printing a servers.json for
+/// them on stdout.
+pub async fn run_sims(count: usize) -> Result<(), String> {
+    crate::init_logging(&std::env::var("TINYSCALE_LOG").unwrap_or_else(|_| "info".into()));
+    let (sims, json) = start_sims(count).await?;
     println!("{json}");
     eprintln!(
         "{count} simulated BBB server(s) running; the servers.json above lists them. Ctrl-C stops."

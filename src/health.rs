@@ -140,7 +140,7 @@ pub fn note(state: &State, server: &Server, result: Result<(), String>) {
 #[derive(Debug)]
 pub enum Poll {
     Ok { meetings: usize },
-    WrongSecret,
+    ChecksumRefused,
     Unreachable(String),
     Unexpected(String),
 }
@@ -149,7 +149,7 @@ impl Poll {
     fn failure(&self) -> Option<String> {
         match self {
             Poll::Ok { .. } => None,
-            Poll::WrongSecret => {
+            Poll::ChecksumRefused => {
                 Some("it refuses our checksum (wrong secret in servers.json?)".into())
             }
             Poll::Unreachable(why) | Poll::Unexpected(why) => Some(why.clone()),
@@ -189,7 +189,7 @@ pub async fn poll(state: &State, backend: &Backend, server: &Server, timeout: Du
             }
         }
         Ok(Ok(answer)) => match xml::field(&answer.body, "messageKey") {
-            Some("checksumError") => Poll::WrongSecret,
+            Some("checksumError") => Poll::ChecksumRefused,
             Some(key) => Poll::Unexpected(format!("answered {key}")),
             None => Poll::Unexpected(format!(
                 "answered HTTP {} without a BBB answer (is this the root of a BigBlueButton server?)",
@@ -242,7 +242,7 @@ pub async fn probe(
                     "server ok"
                 )
             }
-            Poll::WrongSecret => tracing::error!(
+            Poll::ChecksumRefused => tracing::error!(
                 server = name,
                 "server refuses our checksum: the secret in servers.json is not this server's (bbb-conf --secret shows it)"
             ),

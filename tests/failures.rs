@@ -106,16 +106,7 @@ async fn a_hanging_server_does_not_slow_calls_for_meetings_elsewhere() {
             let reply = cluster.call(call, &format!("meetingID={id}")).await;
             assert_eq!(reply.returncode(), Some("SUCCESS"), "{call} {id}");
         }
-        let reply = cluster
-            .call("join", &format!("meetingID={id}&fullName=A&role=VIEWER"))
-            .await;
-        assert_eq!(reply.status, 302);
-        assert!(
-            reply
-                .location()
-                .unwrap()
-                .starts_with(&cluster.sims[*holder].url())
-        );
+        cluster.assert_join_goes_to(id, *holder).await;
     }
     cluster.sims[2].set_mode(Mode::Normal);
 }
@@ -166,15 +157,7 @@ async fn a_stale_owner_answering_not_found_leads_to_one_new_search() {
     let other = move_behind_its_back(&cluster, "moving").await;
     let reply = cluster.call("getMeetingInfo", "meetingID=moving").await;
     assert_eq!(reply.returncode(), Some("SUCCESS"), "{}", reply.body);
-    let reply = cluster
-        .call("join", "meetingID=moving&fullName=A&role=VIEWER")
-        .await;
-    assert!(
-        reply
-            .location()
-            .unwrap()
-            .starts_with(&cluster.sims[other].url())
-    );
+    cluster.assert_join_goes_to("moving", other).await;
     assert_eq!(cluster.holder("moving"), Some(other));
 }
 
@@ -186,16 +169,7 @@ async fn join_confirms_a_remembered_owner_before_sending_users_there() {
     // Once the owner's last confirmation is older than the window, join asks
     // it again, finds the meeting gone, and searches.
     tokio::time::sleep(tinyscale::routing::CONFIRM_WINDOW).await;
-    let reply = cluster
-        .call("join", "meetingID=rejoin&fullName=A&role=VIEWER")
-        .await;
-    assert_eq!(reply.status, 302);
-    assert!(
-        reply
-            .location()
-            .unwrap()
-            .starts_with(&cluster.sims[other].url())
-    );
+    cluster.assert_join_goes_to("rejoin", other).await;
     // And create goes to the new server too, which answers duplicateWarning.
     tokio::time::sleep(tinyscale::routing::CONFIRM_WINDOW).await;
     let reply = cluster.call("create", "name=x&meetingID=rejoin").await;

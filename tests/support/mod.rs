@@ -382,6 +382,20 @@ impl Cluster {
             .expect("some server holds the new meeting")
     }
 
+    /// Joins through tinyscale and asserts the browser is sent to
+    /// `sims[expected]`'s own join URL.
+    pub async fn assert_join_goes_to(&self, meeting_id: &str, expected: usize) {
+        let query = format!("meetingID={}&fullName=A&role=VIEWER", encode(meeting_id));
+        let reply = self.call("join", &query).await;
+        assert_eq!(reply.status, 302, "{}", reply.body);
+        let location = reply.location().unwrap_or_default();
+        let target = format!("{}/bigbluebutton/api/join?", self.sims[expected].url());
+        assert!(
+            location.starts_with(&target),
+            "{location} is not on server {expected}"
+        );
+    }
+
     /// Which simulated server holds the meeting (asserting at most one does).
     pub fn holder(&self, meeting_id: &str) -> Option<usize> {
         let holders: Vec<usize> = (0..self.sims.len())
