@@ -22,6 +22,8 @@ pub struct Answer {
     pub content_type: Option<HeaderValue>,
     pub location: Option<HeaderValue>,
     pub body: Bytes,
+    /// From sending the request to the last byte of the answer.
+    pub elapsed: Duration,
 }
 
 /// Why a backend call gave no answer. Displays as a sentence for the
@@ -111,6 +113,7 @@ impl Backend {
         let request = request
             .body(Full::new(body))
             .map_err(|e| BackendError::NotConnected(format!("bad request: {e}")))?;
+        let started = std::time::Instant::now();
         let exchange = async {
             let response = self.client.request(request).await.map_err(|e| {
                 if e.is_connect() {
@@ -136,6 +139,7 @@ impl Backend {
                 content_type: parts.headers.get(CONTENT_TYPE).cloned(),
                 location: parts.headers.get(hyper::header::LOCATION).cloned(),
                 body,
+                elapsed: started.elapsed(),
             })
         };
         match tokio::time::timeout(self.response_timeout, exchange).await {

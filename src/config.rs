@@ -39,7 +39,21 @@ pub struct Settings {
     pub new_meeting_load: f64,
     /// How long requests in flight may take to finish after SIGTERM.
     pub shutdown_timeout: Duration,
+    /// Where `/metrics` and `/healthz` are served; `None` when turned off.
+    pub metrics_listen: Option<SocketAddr>,
+    pub log_format: LogFormat,
 }
+
+/// How log lines are written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line, for log shippers.
+    Json,
+}
+
+pub const DEFAULT_METRICS_LISTEN: &str = "127.0.0.1:9464";
 
 /// How a new meeting's server is chosen.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -173,6 +187,32 @@ impl Settings {
                     why: "expected a number of users, such as 15".into(),
                 })?,
         };
+        let metrics_listen = match var("TINYSCALE_METRICS_BIND").as_deref().map(str::trim) {
+            Some("off") | Some("") => None,
+            other => {
+                let text = other.unwrap_or(DEFAULT_METRICS_LISTEN);
+                Some(
+                    text.parse::<SocketAddr>()
+                        .map_err(|_| ConfigError::BadVariable {
+                            name: "TINYSCALE_METRICS_BIND",
+                            value: text.to_string(),
+                            why: "expected an address with a port, such as 127.0.0.1:9464, or off"
+                                .into(),
+                        })?,
+                )
+            }
+        };
+        let log_format = match var("TINYSCALE_LOG_FORMAT").as_deref().map(str::trim) {
+            None | Some("text") | Some("") => LogFormat::Text,
+            Some("json") => LogFormat::Json,
+            Some(other) => {
+                return Err(ConfigError::BadVariable {
+                    name: "TINYSCALE_LOG_FORMAT",
+                    value: other.to_string(),
+                    why: "expected text or json".into(),
+                });
+            }
+        };
         Ok(Settings {
             listen: SocketAddr::new(bind, port),
             secret,
@@ -191,6 +231,8 @@ impl Settings {
             strategy,
             new_meeting_load,
             shutdown_timeout: seconds("TINYSCALE_SHUTDOWN_TIMEOUT", 10.0)?,
+            metrics_listen,
+            log_format,
         })
     }
 }
@@ -462,6 +504,11 @@ mod tests {
         assert_eq!(s.strategy, Strategy::RoundRobin);
         assert_eq!(s.new_meeting_load, 15.0);
         assert_eq!(s.shutdown_timeout, Duration::from_secs(10));
+        assert_eq!(s.metrics_listen, Some("127.0.0.1:9464".parse().unwrap()));
+        assert_eq!(s.log_format, LogFormat::Text);
+        let off =
+            settings(&[("TINYSCALE_SECRET", "s"), ("TINYSCALE_METRICS_BIND", "off")]).unwrap();
+        assert_eq!(off.metrics_listen, None);
     }
 
     #[test]
@@ -504,6 +551,8 @@ mod tests {
             ("TINYSCALE_STRATEGY", "random"),
             ("TINYSCALE_UP_AFTER", "0"),
             ("TINYSCALE_NEW_MEETING_LOAD", "-1"),
+            ("TINYSCALE_METRICS_BIND", "9464"),
+            ("TINYSCALE_LOG_FORMAT", "xml"),
         ] {
             let err = settings(&[("TINYSCALE_SECRET", "s"), (name, value)]).unwrap_err();
             assert!(err.to_string().starts_with(name), "{err}");

@@ -18,6 +18,9 @@ pub async fn run() -> Result<(), String> {
         .or_insert_with(|| DEMO_SECRET.into());
     vars.entry("TINYSCALE_BIND".into())
         .or_insert_with(|| "127.0.0.1".into());
+    // Any free port, so the demo runs beside a real tinyscale.
+    vars.entry("TINYSCALE_METRICS_BIND".into())
+        .or_insert_with(|| "127.0.0.1:0".into());
     let (sims, servers_json) = start_sims(3).await?;
     // The demo's servers file is a real one: edit it (cordon a server, say)
     // and send SIGHUP to see a reload.
@@ -30,11 +33,11 @@ pub async fn run() -> Result<(), String> {
     vars.insert("TINYSCALE_SERVERS".into(), file.display().to_string());
     let settings =
         Settings::from_vars(|name| vars.get(name).cloned()).map_err(|e| e.to_string())?;
-    crate::init_logging(&settings.log_filter);
+    crate::init_logging(&settings.log_filter, settings.log_format);
     let specs = config::load_servers(&file)
         .await
         .map_err(|e| e.to_string())?;
-    let (listener, app, address) = server::start(&settings, specs).await?;
+    let (listeners, app, address) = server::start(&settings, specs).await?;
 
     let base = format!("http://{address}/bigbluebutton/api/");
     let url = |call: &str, query: &str| {
@@ -77,7 +80,7 @@ pub async fn run() -> Result<(), String> {
     println!("  getMeetings:    {}", url("getMeetings", ""));
     println!("  end:            {}", url("end", "meetingID=demo-1"));
     println!("\nPress Ctrl-C to stop.");
-    server::run(listener, app, crate::stop_signal()).await;
+    server::run(listeners, app, crate::stop_signal()).await;
     for sim in &sims {
         sim.stop().await;
     }
@@ -103,7 +106,10 @@ async fn start_sims(count: usize) -> Result<(Vec<SimHandle>, String), String> {
 /// Runs `count` simulated servers until Ctrl-C, printing a servers.json for
 /// them on stdout.
 pub async fn run_sims(count: usize) -> Result<(), String> {
-    crate::init_logging(&std::env::var("TINYSCALE_LOG").unwrap_or_else(|_| "info".into()));
+    crate::init_logging(
+        &std::env::var("TINYSCALE_LOG").unwrap_or_else(|_| "info".into()),
+        config::LogFormat::Text,
+    );
     let (sims, json) = start_sims(count).await?;
     println!("{json}");
     eprintln!(

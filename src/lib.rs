@@ -14,6 +14,7 @@
 //! - [`errors`]: tinyscale's own answers, as BBB XML/JSON;
 //! - [`config`]: environment and servers.json;
 //! - [`health`]: start-up probe, poller, up/down hysteresis, load figures;
+//! - [`metrics`]: Prometheus `/metrics` and `/healthz`, on their own address;
 //! - [`sim`]: a simulated BBB server for tests and the demo;
 //! - [`demo`]: the balancer in front of three simulated servers.
 
@@ -24,6 +25,7 @@ pub mod config;
 pub mod demo;
 pub mod errors;
 pub mod health;
+pub mod metrics;
 pub mod placement;
 pub mod routing;
 pub mod server;
@@ -31,17 +33,21 @@ pub mod sim;
 pub mod state;
 pub mod xml;
 
-/// Logs to stderr, human-readable, filtered by `filter` (e.g. `info`,
-/// `tinyscale=debug`).
-pub fn init_logging(filter: &str) {
+/// Logs to stderr, filtered by `filter` (e.g. `info`, `tinyscale=debug`):
+/// human-readable lines, or one JSON object per line for log shippers.
+pub fn init_logging(filter: &str, format: config::LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_new(filter)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .with_target(false)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .try_init();
+        .with_target(false);
+    let _ = match format {
+        config::LogFormat::Text => builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .try_init(),
+        config::LogFormat::Json => builder.json().with_ansi(false).try_init(),
+    };
 }
 
 /// Completes on SIGTERM or SIGINT (Ctrl-C).

@@ -99,11 +99,11 @@ fn run(task: impl std::future::Future<Output = Result<(), String>>) -> ExitCode 
 async fn serve() -> Result<(), String> {
     let settings =
         Settings::from_vars(|name| std::env::var(name).ok()).map_err(|e| e.to_string())?;
-    tinyscale::init_logging(&settings.log_filter);
+    tinyscale::init_logging(&settings.log_filter, settings.log_format);
     let specs = config::load_servers(&settings.servers_path)
         .await
         .map_err(|e| e.to_string())?;
-    let (listener, app, _) = server::start(&settings, specs).await?;
-    server::run(listener, app, tinyscale::stop_signal()).await;
+    let (listeners, app, _) = server::start(&settings, specs).await?;
+    server::run(listeners, app, tinyscale::stop_signal()).await;
     Ok(())
 }

@@ -16,6 +16,7 @@ use crate::api::{self, ApiRequest, Call, Outgoing};
 use crate::backend::{Answer, Backend, BackendError};
 use crate::errors::{self, ApiError, Body};
 use crate::health;
+use crate::metrics::Metrics;
 use crate::state::{Server, State};
 use crate::xml;
 use hyper::header::{CONTENT_TYPE, HeaderValue, LOCATION};
@@ -97,6 +98,7 @@ fn pass_through(answer: Answer) -> Response<Body> {
 pub struct Router {
     pub state: Arc<State>,
     pub backend: Backend,
+    pub metrics: Arc<Metrics>,
 }
 
 /// What the meeting map says of a meeting, checked against the servers as
@@ -157,14 +159,19 @@ impl Router {
         self.noted(server, result)
     }
 
-    /// A failed call counts as a failed poll towards the server's health.
+    /// Every call to a server is timed for the metrics; a failed one counts
+    /// as a failed poll towards the server's health.
     fn noted(
         &self,
         server: &Server,
         result: Result<Answer, BackendError>,
     ) -> Result<Answer, BackendError> {
-        if let Err(e) = &result {
-            health::note(&self.state, server, Err(e.to_string()));
+        match &result {
+            Ok(answer) => self.metrics.backend(server.name(), Some(answer.elapsed)),
+            Err(e) => {
+                self.metrics.backend(server.name(), None);
+                health::note(&self.state, server, Err(e.to_string()));
+            }
         }
         result
     }

@@ -10,6 +10,7 @@ use crate::checksum::Algorithm;
 use crate::config::{self, ServerSpec, Settings};
 use crate::errors::{self, ApiError, Body};
 use crate::health;
+use crate::metrics::{self, Metrics};
 use crate::routing::{Outcome, Router};
 use crate::state::{HealthPolicy, PlacementPolicy, ReloadSummary, State};
 use http_body_util::{BodyExt, Limited};
@@ -33,11 +34,20 @@ pub struct App {
     pub secret: String,
     pub algorithms: Vec<Algorithm>,
     pub max_body: usize,
-    /// Re-read on SIGHUP; `None` (the demo) disables reloading.
-    pub servers_path: Option<PathBuf>,
+    /// Re-read on SIGHUP.
+    pub servers_path: PathBuf,
     pub poll_interval: Duration,
     pub poll_timeout: Duration,
     pub shutdown_timeout: Duration,
+    pub new_meeting_load: f64,
+    pub metrics: Arc<Metrics>,
+}
+
+/// The sockets tinyscale serves on, bound before anything else happens.
+pub struct Listeners {
+    pub api: TcpListener,
+    /// `/metrics` and `/healthz`, unless turned off.
+    pub metrics: Option<TcpListener>,
 }
 
 impl App {
@@ -54,6 +64,7 @@ impl App {
                 new_meeting_load: settings.new_meeting_load,
             },
         );
+        let metrics = Arc::new(Metrics::new());
         App {
             router: Router {
                 state: Arc::new(state),
@@ -62,11 +73,14 @@ impl App {
                     settings.response_timeout,
                     settings.max_body,
                 ),
+                metrics: metrics.clone(),
             },
+            metrics,
+            new_meeting_load: settings.new_meeting_load,
             secret: settings.secret.clone(),
             algorithms: settings.algorithms.clone(),
             max_body: settings.max_body,
-            servers_path: Some(settings.servers_path.clone()),
+            servers_path: settings.servers_path.clone(),
             poll_interval: settings.poll_interval,
             poll_timeout: settings.poll_timeout,
             shutdown_timeout: settings.shutdown_timeout,
@@ -77,11 +91,7 @@ impl App {
     /// that stay keep their health and meetings; added ones are probed); an
     /// invalid one is refused and the running configuration stays.
     pub async fn reload(&self) -> Result<ReloadSummary, String> {
-        let path = self
-            .servers_path
-            .as_ref()
-            .ok_or("this instance has no servers file to reload")?;
-        let specs = config::load_servers(path)
+        let specs = config::load_servers(&self.servers_path)
             .await
             .map_err(|e| e.to_string())?;
         let state = &self.router.state;
@@ -97,18 +107,25 @@ impl App {
     }
 }
 
-/// Binds the listening socket, builds the balancer and probes every server
+/// Binds the listening sockets, builds the balancer and probes every server
 /// once (those that answer take meetings at once), then logs that it is
-/// listening. Returns the actual address (for `PORT=0`). Nothing is answered
-/// until [`run`]; connections made meanwhile wait in the backlog.
+/// listening. Returns the actual API address (for `PORT=0`). Nothing is
+/// answered until [`run`]; connections made meanwhile wait in the backlog.
 pub async fn start(
     settings: &Settings,
     specs: Vec<ServerSpec>,
-) -> Result<(TcpListener, Arc<App>, SocketAddr), String> {
-    let listener = TcpListener::bind(settings.listen)
-        .await
-        .map_err(|e| format!("cannot listen on {}: {e}", settings.listen))?;
+) -> Result<(Listeners, Arc<App>, SocketAddr), String> {
+    let bind = |address: SocketAddr| async move {
+        TcpListener::bind(address)
+            .await
+            .map_err(|e| format!("cannot listen on {address}: {e}"))
+    };
+    let listener = bind(settings.listen).await?;
     let address = listener.local_addr().map_err(|e| e.to_string())?;
+    let metrics_listener = match settings.metrics_listen {
+        Some(a) => Some(bind(a).await?),
+        None => None,
+    };
     let app = Arc::new(App::new(settings, specs));
     let cluster = app.router.state.cluster();
     health::probe(
@@ -130,12 +147,23 @@ pub async fn start(
             .join(","),
         "tinyscale listening on {address}"
     );
-    Ok((listener, app, address))
+    match &metrics_listener {
+        Some(l) => tracing::info!(
+            "metrics and health check on http://{}/metrics and /healthz",
+            l.local_addr().map_err(|e| e.to_string())?
+        ),
+        None => tracing::info!("metrics turned off (TINYSCALE_METRICS_BIND=off)"),
+    }
+    let listeners = Listeners {
+        api: listener,
+        metrics: metrics_listener,
+    };
+    Ok((listeners, app, address))
 }
 
-/// Serves until `shutdown` completes, with the poller and (on unix) SIGHUP
-/// reloads running beside it; then stops them.
-pub async fn run(listener: TcpListener, app: Arc<App>, shutdown: impl Future<Output = ()>) {
+/// Serves until `shutdown` completes, with the poller, the metrics address
+/// and (on unix) SIGHUP reloads running beside it; then stops them.
+pub async fn run(listeners: Listeners, app: Arc<App>, shutdown: impl Future<Output = ()>) {
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let until_stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|&s| s).await;
@@ -147,10 +175,22 @@ pub async fn run(listener: TcpListener, app: Arc<App>, shutdown: impl Future<Out
         app.poll_timeout,
         until_stopped(stopped.clone()),
     ));
-    if app.servers_path.is_some() {
-        tokio::spawn(reload_on_sighup(app.clone(), until_stopped(stopped)));
+    if let Some(listener) = listeners.metrics {
+        tokio::spawn(metrics::serve(
+            listener,
+            app.metrics.clone(),
+            app.router.state.clone(),
+            app.new_meeting_load,
+            until_stopped(stopped.clone()),
+        ));
     }
-    serve(listener, app, shutdown).await;
+    tokio::spawn(reload_on_sighup(app.clone(), until_stopped(stopped)));
+    let metrics = app.metrics.clone();
+    let shutdown = async move {
+        shutdown.await;
+        metrics.stopping();
+    };
+    serve(listeners.api, app, shutdown).await;
     let _ = stop.send(true);
 }
 
@@ -172,7 +212,9 @@ async fn reload_on_sighup(app: Arc<App>, stop: impl Future<Output = ()>) {
                 _ = hangups.recv() => {}
                 _ = &mut stop => return,
             }
-            match app.reload().await {
+            let result = app.reload().await;
+            app.metrics.reload(result.is_ok());
+            match result {
                 Ok(s) => tracing::info!(
                     servers = app.router.state.cluster().list.len(),
                     added = s.added.join(" "),
@@ -308,12 +350,14 @@ pub async fn handle(app: &App, request: Request<Incoming>) -> Response<Body> {
             }
         }
     };
+    let elapsed = started.elapsed();
+    app.metrics.request(&call_name, &outcome.result, elapsed);
     tracing::info!(
         call = call_name,
         meeting = meeting_id.as_deref().unwrap_or("-"),
         server = outcome.server.as_deref().unwrap_or("-"),
         result = outcome.result,
-        ms = format_args!("{:.1}", started.elapsed().as_secs_f64() * 1000.0),
+        ms = format_args!("{:.1}", elapsed.as_secs_f64() * 1000.0),
         "request"
     );
     outcome.response

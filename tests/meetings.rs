@@ -351,7 +351,7 @@ async fn nothing_secret_is_logged() {
         cluster.lb.api()
     ))
     .await;
-    assert!(cluster.lb.wait_for_log("call=\"getMeetings\"").await);
+    assert!(cluster.lb.wait_for_log("result=\"checksumError\"").await);
     let logs = cluster.lb.logs();
     assert!(
         logs.contains("call=\"create\" meeting=\"logged\""),

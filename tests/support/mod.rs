@@ -135,6 +135,8 @@ pub fn scratch_dir() -> PathBuf {
 pub struct Balancer {
     child: Child,
     pub addr: SocketAddr,
+    /// Where `/metrics` and `/healthz` are served, unless turned off.
+    pub metrics_addr: Option<SocketAddr>,
     logs: Arc<Mutex<Vec<String>>>,
 }
 
@@ -154,6 +156,7 @@ impl Balancer {
             .env("PORT", "0")
             .env("TINYSCALE_BIND", "127.0.0.1")
             .env("TINYSCALE_LOG", "info,tinyscale=debug")
+            .env("TINYSCALE_METRICS_BIND", "127.0.0.1:0")
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
         for (k, v) in env {
@@ -179,11 +182,28 @@ impl Balancer {
             });
         }
         match rx.recv_timeout(PATIENCE) {
-            Ok(addr) => Ok(Balancer {
-                child,
-                addr: addr.parse().expect("listening address"),
-                logs,
-            }),
+            Ok(addr) => {
+                // The metrics line follows the listening line at once.
+                let metrics_addr = (0..200).find_map(|_| {
+                    let found = logs.lock().unwrap().iter().find_map(|line| {
+                        if line.contains("metrics turned off") {
+                            return Some(None);
+                        }
+                        let rest = line.split("health check on http://").nth(1)?;
+                        Some(rest.split('/').next()?.parse::<SocketAddr>().ok())
+                    });
+                    if found.is_none() {
+                        std::thread::sleep(Duration::from_millis(10));
+                    }
+                    found
+                });
+                Ok(Balancer {
+                    child,
+                    addr: addr.parse().expect("listening address"),
+                    metrics_addr: metrics_addr.flatten(),
+                    logs,
+                })
+            }
             Err(_) => {
                 let code = child.wait().ok().and_then(|s| s.code());
                 std::thread::sleep(Duration::from_millis(100));

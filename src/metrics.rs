@@ -1,0 +1,422 @@
+//! Prometheus metrics and the health check, served on their own address
+//! (`TINYSCALE_METRICS_BIND`, loopback by default) so they are never exposed
+//! with the API.
+//!
+//! Owns the metric families and how they are named (`tinyscale_…_total`,
+//! `…_seconds`), recording a request or a backend call, and the `/metrics`
+//! and `/healthz` answers. Per-server figures are read from `state` at
+//! scrape time, so they are never stale and cost nothing per request.
+
+use crate::config::ServerState;
+use crate::errors::{self, Body};
+use crate::state::State;
+use hyper::{Request, Response, StatusCode};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::{Registry, Unit};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CallResult {
+    call: String,
+    result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CallLabel {
+    call: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ServerLabel {
+    server: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ServerStateLabel {
+    server: String,
+    state: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabel {
+    result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct VersionLabel {
+    version: String,
+}
+
+type FloatGauge = Gauge<f64, AtomicU64>;
+
+/// From 0.25 ms to about 16 s.
+fn latency_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.000_25, 2.0, 17))
+}
+
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<CallResult, Counter>,
+    request_seconds: Family<CallLabel, Histogram, fn() -> Histogram>,
+    backend_seconds: Family<ServerLabel, Histogram, fn() -> Histogram>,
+    backend_errors: Family<ServerLabel, Counter>,
+    reloads: Family<ResultLabel, Counter>,
+    server_up: Family<ServerLabel, Gauge>,
+    server_state: Family<ServerStateLabel, Gauge>,
+    server_meetings: Family<ServerLabel, Gauge>,
+    server_participants: Family<ServerLabel, Gauge>,
+    server_videos: Family<ServerLabel, Gauge>,
+    server_load: Family<ServerLabel, FloatGauge>,
+    server_poll_seconds: Family<ServerLabel, FloatGauge>,
+    known_meetings: Gauge,
+    /// Serialises scrapes: the per-server families are cleared and refilled.
+    scraping: std::sync::Mutex<()>,
+    /// False once a stop signal came: `/healthz` answers 503.
+    serving: AtomicBool,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let metrics = Metrics {
+            registry: Registry::default(),
+            requests: Family::default(),
+            request_seconds: Family::new_with_constructor(latency_histogram),
+            backend_seconds: Family::new_with_constructor(latency_histogram),
+            backend_errors: Family::default(),
+            reloads: Family::default(),
+            server_up: Family::default(),
+            server_state: Family::default(),
+            server_meetings: Family::default(),
+            server_participants: Family::default(),
+            server_videos: Family::default(),
+            server_load: Family::default(),
+            server_poll_seconds: Family::default(),
+            known_meetings: Gauge::default(),
+            scraping: std::sync::Mutex::new(()),
+            serving: AtomicBool::new(true),
+        };
+        let mut registry = Registry::default();
+        let build_info = Family::<VersionLabel, Gauge>::default();
+        build_info
+            .get_or_create(&VersionLabel {
+                version: env!("CARGO_PKG_VERSION").into(),
+            })
+            .set(1);
+        registry.register("tinyscale_build_info", "The running version", build_info);
+        registry.register(
+            "tinyscale_requests",
+            "API requests by call and result (returncode, or messageKey of a failure)",
+            metrics.requests.clone(),
+        );
+        registry.register_with_unit(
+            "tinyscale_request_duration",
+            "Time to answer an API request",
+            Unit::Seconds,
+            metrics.request_seconds.clone(),
+        );
+        registry.register_with_unit(
+            "tinyscale_backend_request_duration",
+            "Time for a BigBlueButton server to answer a call tinyscale made",
+            Unit::Seconds,
+            metrics.backend_seconds.clone(),
+        );
+        registry.register(
+            "tinyscale_backend_errors",
+            "Calls to a BigBlueButton server that got no answer (refused, timed out, broken)",
+            metrics.backend_errors.clone(),
+        );
+        registry.register(
+            "tinyscale_reloads",
+            "Reloads of the servers file by result (ok, refused)",
+            metrics.reloads.clone(),
+        );
+        registry.register(
+            "tinyscale_server_up",
+            "1 if the server is up (answering polls), 0 if down",
+            metrics.server_up.clone(),
+        );
+        registry.register(
+            "tinyscale_server_state",
+            "1 for the server's configured state (enabled, cordoned, disabled)",
+            metrics.server_state.clone(),
+        );
+        registry.register(
+            "tinyscale_server_meetings",
+            "Meetings on the server at its last good poll",
+            metrics.server_meetings.clone(),
+        );
+        registry.register(
+            "tinyscale_server_participants",
+            "Participants on the server at its last good poll",
+            metrics.server_participants.clone(),
+        );
+        registry.register(
+            "tinyscale_server_videos",
+            "Video streams on the server at its last good poll",
+            metrics.server_videos.clone(),
+        );
+        registry.register(
+            "tinyscale_server_load",
+            "Load used for placement: participants plus reservations for new meetings, divided by weight",
+            metrics.server_load.clone(),
+        );
+        registry.register_with_unit(
+            "tinyscale_server_poll_duration",
+            "How long the server's last good poll took",
+            Unit::Seconds,
+            metrics.server_poll_seconds.clone(),
+        );
+        registry.register(
+            "tinyscale_known_meetings",
+            "Meetings whose server tinyscale knows",
+            metrics.known_meetings.clone(),
+        );
+        Metrics {
+            registry,
+            ..metrics
+        }
+    }
+
+    /// One API request answered.
+    pub fn request(&self, call: &str, result: &str, elapsed: Duration) {
+        self.requests
+            .get_or_create(&CallResult {
+                call: call.into(),
+                result: result.into(),
+            })
+            .inc();
+        self.request_seconds
+            .get_or_create(&CallLabel { call: call.into() })
+            .observe(elapsed.as_secs_f64());
+    }
+
+    /// One call to a BBB server: answered after `elapsed`, or failed.
+    pub fn backend(&self, server: &str, elapsed: Option<Duration>) {
+        let label = ServerLabel {
+            server: server.into(),
+        };
+        match elapsed {
+            Some(elapsed) => self
+                .backend_seconds
+                .get_or_create(&label)
+                .observe(elapsed.as_secs_f64()),
+            None => {
+                self.backend_errors.get_or_create(&label).inc();
+            }
+        }
+    }
+
+    pub fn reload(&self, ok: bool) {
+        let result = if ok { "ok" } else { "refused" };
+        self.reloads
+            .get_or_create(&ResultLabel {
+                result: result.into(),
+            })
+            .inc();
+    }
+
+    /// From now on `/healthz` says the balancer is stopping.
+    pub fn stopping(&self) {
+        self.serving.store(false, Ordering::Relaxed);
+    }
+
+    /// The exposition text, per-server figures read from `state` now.
+    pub fn render(&self, state: &State, new_meeting_load: f64) -> String {
+        let _scraping = self.scraping.lock().unwrap_or_else(|e| e.into_inner());
+        let families_by_server = [
+            &self.server_up,
+            &self.server_meetings,
+            &self.server_participants,
+            &self.server_videos,
+        ];
+        for family in families_by_server {
+            family.clear();
+        }
+        self.server_state.clear();
+        self.server_load.clear();
+        self.server_poll_seconds.clear();
+        for server in state.cluster().list.iter() {
+            let label = ServerLabel {
+                server: server.name().into(),
+            };
+            for s in [
+                ServerState::Enabled,
+                ServerState::Cordoned,
+                ServerState::Disabled,
+            ] {
+                self.server_state
+                    .get_or_create(&ServerStateLabel {
+                        server: server.name().into(),
+                        state: s.name().into(),
+                    })
+                    .set(i64::from(server.spec.state == s));
+            }
+            let health = server.health();
+            self.server_up
+                .get_or_create(&label)
+                .set(i64::from(health.up));
+            let gauge = |family: &Family<ServerLabel, Gauge>, value: u64| {
+                family
+                    .get_or_create(&label)
+                    .set(i64::try_from(value).unwrap_or(i64::MAX));
+            };
+            gauge(&self.server_meetings, health.load.meetings);
+            gauge(&self.server_participants, health.load.participants);
+            gauge(&self.server_videos, health.load.videos);
+            self.server_load
+                .get_or_create(&label)
+                .set(health.load(new_meeting_load) / server.spec.weight);
+            if let Some(latency) = health.latency {
+                self.server_poll_seconds
+                    .get_or_create(&label)
+                    .set(latency.as_secs_f64());
+            }
+        }
+        self.known_meetings
+            .set(i64::try_from(state.known_meetings()).unwrap_or(i64::MAX));
+        let mut text = String::new();
+        // Writing to a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
+        text
+    }
+
+    /// `/healthz`: 200 while serving with at least one server up, 503
+    /// otherwise; one line saying why.
+    pub fn health(&self, state: &State) -> (StatusCode, String) {
+        if !self.serving.load(Ordering::Relaxed) {
+            return (StatusCode::SERVICE_UNAVAILABLE, "stopping\n".into());
+        }
+        let cluster = state.cluster();
+        let up = cluster.list.iter().filter(|s| s.is_usable()).count();
+        if up == 0 {
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!(
+                    "no BigBlueButton server is up (0 of {})\n",
+                    cluster.list.len()
+                ),
+            )
+        } else {
+            (
+                StatusCode::OK,
+                format!(
+                    "ok: {up} of {} BigBlueButton servers up\n",
+                    cluster.list.len()
+                ),
+            )
+        }
+    }
+}
+
+/// Answers the metrics address: `/metrics` and `/healthz`.
+pub fn handle(
+    metrics: &Metrics,
+    state: &State,
+    new_meeting_load: f64,
+    request: &Request<hyper::body::Incoming>,
+) -> Response<Body> {
+    match request.uri().path() {
+        "/metrics" => errors::response(
+            StatusCode::OK,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            metrics.render(state, new_meeting_load),
+        ),
+        "/healthz" => {
+            let (status, text) = metrics.health(state);
+            errors::response(status, "text/plain; charset=utf-8", text)
+        }
+        _ => errors::not_found_page(),
+    }
+}
+
+/// Serves `/metrics` and `/healthz` on `listener` until `stop` completes.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    metrics: Arc<Metrics>,
+    state: Arc<State>,
+    new_meeting_load: f64,
+    stop: impl std::future::Future<Output = ()>,
+) {
+    use hyper_util::rt::TokioIo;
+    tokio::pin!(stop);
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = &mut stop => return,
+        };
+        let Ok((stream, _)) = accepted else {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        };
+        let (metrics, state) = (metrics.clone(), state.clone());
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |request| {
+                let response = handle(&metrics, &state, new_meeting_load, &request);
+                async move { Ok::<_, std::convert::Infallible>(response) }
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::checksum::Algorithm;
+    use crate::config::ServerSpec;
+
+    #[test]
+    fn names_follow_prometheus_conventions_and_move_with_traffic() {
+        let metrics = Metrics::new();
+        let state = State::with_defaults(vec![ServerSpec::new(
+            "http://127.0.0.1:1",
+            "s",
+            Algorithm::Sha1,
+        )]);
+        metrics.request("create", "SUCCESS", Duration::from_millis(3));
+        metrics.request("create", "SUCCESS", Duration::from_millis(5));
+        metrics.backend("http://127.0.0.1:1", Some(Duration::from_millis(2)));
+        metrics.backend("http://127.0.0.1:1", None);
+        metrics.reload(false);
+        let text = metrics.render(&state, 15.0);
+        for line in [
+            "tinyscale_requests_total{call=\"create\",result=\"SUCCESS\"} 2",
+            "tinyscale_request_duration_seconds_count{call=\"create\"} 2",
+            "tinyscale_backend_request_duration_seconds_count{server=\"http://127.0.0.1:1\"} 1",
+            "tinyscale_backend_errors_total{server=\"http://127.0.0.1:1\"} 1",
+            "tinyscale_reloads_total{result=\"refused\"} 1",
+            "tinyscale_server_up{server=\"http://127.0.0.1:1\"} 0",
+            "tinyscale_server_state{server=\"http://127.0.0.1:1\",state=\"enabled\"} 1",
+            "tinyscale_server_state{server=\"http://127.0.0.1:1\",state=\"disabled\"} 0",
+            "tinyscale_known_meetings 0",
+            "# EOF",
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "missing {line:?} in\n{text}"
+            );
+        }
+        assert_eq!(metrics.health(&state).0, StatusCode::SERVICE_UNAVAILABLE);
+        state.cluster().list[0].health().mark_up_after_probe();
+        assert_eq!(metrics.health(&state).0, StatusCode::OK);
+        metrics.stopping();
+        assert_eq!(
+            metrics.health(&state),
+            (StatusCode::SERVICE_UNAVAILABLE, "stopping\n".into())
+        );
+    }
+}
