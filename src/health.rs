@@ -146,7 +146,8 @@ pub enum Poll {
 }
 
 impl Poll {
-    fn failure(&self) -> Option<String> {
+    /// What went wrong, in words; `None` for a good poll.
+    pub fn failure(&self) -> Option<String> {
         match self {
             Poll::Ok { .. } => None,
             Poll::ChecksumRefused => {

@@ -15,12 +15,14 @@
 //! - [`config`]: environment and servers.json;
 //! - [`health`]: start-up probe, poller, up/down hysteresis, load figures;
 //! - [`metrics`]: Prometheus `/metrics` and `/healthz`, on their own address;
+//! - [`cli`]: subcommands and flags; [`status`]: `status` and `check`;
 //! - [`sim`]: a simulated BBB server for tests and the demo;
 //! - [`demo`]: the balancer in front of three simulated servers.
 
 pub mod api;
 pub mod backend;
 pub mod checksum;
+pub mod cli;
 pub mod config;
 pub mod demo;
 pub mod errors;
@@ -31,6 +33,7 @@ pub mod routing;
 pub mod server;
 pub mod sim;
 pub mod state;
+pub mod status;
 pub mod xml;
 
 /// Logs to stderr, filtered by `filter` (e.g. `info`, `tinyscale=debug`):

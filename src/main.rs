@@ -1,97 +1,49 @@
-//! The `tinyscale` command: wiring only.
-//!
-//! - `tinyscale` (or `tinyscale serve`): the balancer, configured by the
-//!   environment (see README);
-//! - `tinyscale demo`: the balancer in front of three simulated BBB servers;
-//! - `tinyscale sim [N]`: simulated BBB servers alone, for trying things by hand.
+//! The `tinyscale` command: wiring only. See `cli` for the subcommands.
 
+use clap::Parser;
 use std::process::ExitCode;
+use tinyscale::cli::{Cli, Command};
 use tinyscale::config::{self, Settings};
 use tinyscale::server;
 
-const USAGE: &str = "\
-tinyscale — one BigBlueButton API URL in front of many BBB servers
-
-Usage:
-  tinyscale [serve]    run the balancer (configured by the environment);
-                       SIGHUP re-reads the servers file, SIGTERM stops
-  tinyscale demo       run it in front of three simulated BBB servers
-  tinyscale sim [N]    run N simulated BBB servers (default 1) on 127.0.0.1
-                       and print a servers.json for them
-  tinyscale --help     this text
-  tinyscale --version  the version
-
-Environment (serve):
-  TINYSCALE_SECRET               shared secret the LMS signs with (required)
-  PORT                           listen port (default 8000)
-  TINYSCALE_BIND                 listen address (default 0.0.0.0)
-  TINYSCALE_SERVERS              servers file (default ./servers.json)
-  TINYSCALE_CHECKSUM_ALGORITHMS  accepted from clients (default sha1,sha256,sha384,sha512)
-  TINYSCALE_CONNECT_TIMEOUT      seconds to connect to a BBB server (default 3)
-  TINYSCALE_RESPONSE_TIMEOUT     seconds for a BBB server's answer (default 10)
-  TINYSCALE_MAX_BODY             largest request body (default 64M)
-  TINYSCALE_LOG                  log filter (default info)
-  TINYSCALE_POLL_INTERVAL        seconds between polls of each server (default 10)
-  TINYSCALE_POLL_TIMEOUT         seconds one poll may take (default 3)
-  TINYSCALE_DOWN_AFTER           failed polls in a row before a server is down (default 2)
-  TINYSCALE_UP_AFTER             good polls in a row before it is up again (default 2)
-  TINYSCALE_STRATEGY             round-robin (default) or least-loaded
-  TINYSCALE_NEW_MEETING_LOAD     users a new meeting counts as until the next poll (default 15)
-  TINYSCALE_SHUTDOWN_TIMEOUT     seconds to finish requests after SIGTERM (default 10)
-  SSL_CERT_FILE                  extra CA certificates for https backends
-";
-
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    match args
-        .iter()
-        .map(String::as_str)
-        .collect::<Vec<_>>()
-        .as_slice()
-    {
-        [] | ["serve"] => run(serve()),
-        ["demo"] => run(tinyscale::demo::run()),
-        ["sim"] => run(tinyscale::demo::run_sims(1)),
-        ["sim", count] => match count.parse::<usize>() {
-            Ok(n) if (1..=1000).contains(&n) => run(tinyscale::demo::run_sims(n)),
-            _ => {
-                eprintln!(
-                    "tinyscale sim: expected a number of servers from 1 to 1000, not {count:?}"
-                );
-                ExitCode::from(2)
-            }
-        },
-        ["--help" | "-h" | "help"] => {
-            print!("{USAGE}");
-            ExitCode::SUCCESS
-        }
-        ["--version" | "-V"] => {
-            println!("tinyscale {}", env!("CARGO_PKG_VERSION"));
-            ExitCode::SUCCESS
-        }
-        _ => {
-            eprintln!("tinyscale: unknown arguments {args:?}; see tinyscale --help");
-            ExitCode::from(2)
-        }
+    let cli = Cli::parse();
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => run(serve()),
+        Command::Demo => run(tinyscale::demo::run()),
+        Command::Sim { count } => run(tinyscale::demo::run_sims(usize::from(count))),
+        Command::Status { json } => run_checked(tinyscale::status::status(json)),
+        Command::Check => run_checked(tinyscale::status::check()),
     }
 }
 
-fn run(task: impl std::future::Future<Output = Result<(), String>>) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
+fn runtime() -> Result<tokio::runtime::Runtime, String> {
+    tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-    {
-        Ok(runtime) => runtime,
-        Err(e) => {
-            eprintln!("tinyscale: cannot start: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(task) {
+        .map_err(|e| format!("cannot start: {e}"))
+}
+
+/// Runs a task; exit 1 with its one-line message if it fails.
+fn run(task: impl std::future::Future<Output = Result<(), String>>) -> ExitCode {
+    match runtime().and_then(|rt| rt.block_on(task)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {
             eprintln!("tinyscale: {message}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// Runs a check: exit 0 when all is well, 1 when it found a problem, 2 when
+/// it could not run (configuration unreadable).
+fn run_checked(task: impl std::future::Future<Output = Result<bool, String>>) -> ExitCode {
+    match runtime().and_then(|rt| rt.block_on(task)) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(message) => {
+            eprintln!("tinyscale: {message}");
+            ExitCode::from(2)
         }
     }
 }

@@ -174,7 +174,11 @@ impl Balancer {
                     if let Some(rest) = line.split("listening on ").nth(1)
                         && let Some(t) = tx.take()
                     {
-                        let addr = rest.split_whitespace().next().unwrap_or("").to_string();
+                        // Works for text and JSON log lines alike.
+                        let addr: String = rest
+                            .chars()
+                            .take_while(|c| c.is_ascii_hexdigit() || ".:[]".contains(*c))
+                            .collect();
                         let _ = t.send(addr);
                     }
                     logs.lock().unwrap().push(line);
