@@ -125,11 +125,38 @@ pub fn split_checksum(raw_query: &str) -> Result<SplitQuery<'_>, ChecksumError> 
         }
     }
     let checksum = found.ok_or(ChecksumError::Missing)?;
-    let unsigned = raw_query
-        .replace(&format!("&checksum={checksum}"), "")
-        .replace(&format!("checksum={checksum}&"), "")
-        .replace(&format!("checksum={checksum}"), "");
+    let unsigned = strip_like_bbb(raw_query, checksum);
     Ok(SplitQuery { unsigned, checksum })
+}
+
+/// bbb-web's three string replacements, in order. The usual query holds
+/// `checksum=X` once: then one cut gives the same string without building
+/// three new ones (this runs on every request).
+fn strip_like_bbb(raw_query: &str, checksum: &str) -> String {
+    let needle = format!("checksum={checksum}");
+    let mut found = raw_query.match_indices(needle.as_str()).map(|(i, _)| i);
+    if let (Some(at), None) = (found.next(), found.next()) {
+        let end = at + needle.len();
+        let (cut_start, cut_end) = if raw_query[..at].ends_with('&') {
+            (at - 1, end)
+        } else if raw_query[end..].starts_with('&') {
+            (at, end + 1)
+        } else {
+            (at, end)
+        };
+        let mut unsigned = String::with_capacity(raw_query.len() - (cut_end - cut_start));
+        unsigned.push_str(&raw_query[..cut_start]);
+        unsigned.push_str(&raw_query[cut_end..]);
+        // A cut can join two halves into a new `checksum=X`, which the next
+        // replacement would remove too: then do exactly what bbb-web does.
+        if !unsigned.contains(needle.as_str()) {
+            return unsigned;
+        }
+    }
+    raw_query
+        .replace(&format!("&{needle}"), "")
+        .replace(&format!("{needle}&"), "")
+        .replace(&needle, "")
 }
 
 /// Computes the checksum of `call` + `unsigned_query` + `secret`.
@@ -282,6 +309,29 @@ mod tests {
     fn split_of_php_library_get_meetings_signs_empty_string() {
         let s = split_checksum("&checksum=abc").unwrap();
         assert_eq!(s.unsigned, "");
+    }
+
+    #[test]
+    fn the_quick_cut_matches_bbb_replacements() {
+        let slow = |q: &str, x: &str| {
+            q.replace(&format!("&checksum={x}"), "")
+                .replace(&format!("checksum={x}&"), "")
+                .replace(&format!("checksum={x}"), "")
+        };
+        for q in [
+            "a=1&checksum=ab&b=2",
+            "checksum=ab&b=2",
+            "a=1&checksum=ab",
+            "checksum=ab",
+            "&checksum=ab",
+            "checksum=ab&",
+            "a=checksum=ab&checksum=ab",
+            "x=check&checksum=absum=ab",
+            "name=checksum=abc&checksum=ab",
+            "a=1&&checksum=ab&&b=2",
+        ] {
+            assert_eq!(strip_like_bbb(q, "ab"), slow(q, "ab"), "{q}");
+        }
     }
 
     #[test]

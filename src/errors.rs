@@ -114,7 +114,7 @@ pub fn no_recordings() -> String {
     "<response><returncode>SUCCESS</returncode><recordings/><messageKey>noRecordings</messageKey><message>There are no recordings for the meeting(s).</message></response>".to_string()
 }
 
-pub fn xml_response(body: String) -> Response<Body> {
+pub fn xml_response(body: impl Into<Bytes>) -> Response<Body> {
     response(StatusCode::OK, XML, body)
 }
 

@@ -10,6 +10,7 @@
 //! - [`state`]: servers and health, meeting → server, creates in flight;
 //! - [`placement`]: round-robin / least-loaded choice of a new meeting's server (pure);
 //! - [`backend`]: the pooled HTTP(S) client to the BBB servers;
+//! - [`fanout`]: one request to many servers at once, in the calling task;
 //! - [`xml`]: reading and merging BBB answers (pure);
 //! - [`errors`]: tinyscale's own answers, as BBB XML/JSON;
 //! - [`config`]: environment and servers.json;
@@ -26,6 +27,7 @@ pub mod cli;
 pub mod config;
 pub mod demo;
 pub mod errors;
+pub mod fanout;
 pub mod health;
 pub mod metrics;
 pub mod placement;

@@ -18,7 +18,18 @@ fn main() -> ExitCode {
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime, String> {
-    tokio::runtime::Builder::new_multi_thread()
+    let threads: Option<usize> = std::env::var("TINYSCALE_THREADS")
+        .ok()
+        .and_then(|v| v.parse().ok());
+    let mut builder = if threads == Some(1) {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+    };
+    if let Some(n) = threads.filter(|&n| n > 1) {
+        builder.worker_threads(n);
+    }
+    builder
         .enable_all()
         .build()
         .map_err(|e| format!("cannot start: {e}"))

@@ -15,16 +15,15 @@
 use crate::api::{self, ApiRequest, Call, Outgoing};
 use crate::backend::{Answer, Backend, BackendError};
 use crate::errors::{self, ApiError, Body};
+use crate::fanout;
 use crate::health;
 use crate::metrics::Metrics;
 use crate::state::{Server, State};
 use crate::xml;
 use hyper::header::{CONTENT_TYPE, HeaderValue, LOCATION};
 use hyper::{Response, StatusCode};
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::task::JoinSet;
 
 /// How long a server's word that it holds a meeting is trusted before a
 /// `join` or `create` asks it again. Short, so that a meeting that ended and
@@ -337,13 +336,12 @@ impl Router {
                 if !confirm || confirmed.elapsed() <= CONFIRM_WINDOW {
                     return Ok(Located::At(server));
                 }
-                let uri = api::own_call(&server.spec, "getMeetingInfo", &meeting_query(meeting_id));
-                match self.noted(&server, self.backend.get(&uri).await) {
-                    Ok(answer) if xml::is_success(&answer.body) => {
+                match self.holds(&server, meeting_id).await {
+                    Ok(true) => {
                         self.state.remember(meeting_id, &server);
                         return Ok(Located::At(server));
                     }
-                    Ok(_) => self.state.forget(meeting_id, &server.id),
+                    Ok(false) => self.state.forget(meeting_id, &server.id),
                     // It may well still hold the meeting: never move a
                     // meeting to another server because its own is
                     // unreachable.
@@ -354,35 +352,47 @@ impl Router {
         Ok(self.search(meeting_id).await)
     }
 
+    /// Does `server` hold the meeting? A running meeting is confirmed by the
+    /// small `isMeetingRunning` answer; "not running" is ambiguous (created,
+    /// nobody joined yet), so then `getMeetingInfo` decides.
+    async fn holds(&self, server: &Server, meeting_id: &str) -> Result<bool, BackendError> {
+        let query = meeting_query(meeting_id);
+        let uri = api::own_call(&server.spec, "isMeetingRunning", &query);
+        let answer = self.noted(server, self.backend.get(&uri).await)?;
+        if xml::field(&answer.body, "running") == Some("true") {
+            return Ok(true);
+        }
+        let uri = api::own_call(&server.spec, "getMeetingInfo", &query);
+        let answer = self.noted(server, self.backend.get(&uri).await)?;
+        Ok(xml::is_success(&answer.body))
+    }
+
     /// Asks every usable server `getMeetingInfo` at once and takes the first
     /// that holds the meeting, without waiting for slower ones. A server
     /// that cannot be reached counts as not holding it; servers known to be
     /// down are not asked.
     async fn search(&self, meeting_id: &str) -> Located {
         let query = meeting_query(meeting_id);
-        let mut asks = JoinSet::new();
-        for server in self.state.cluster().usable() {
-            let backend = self.backend.clone();
+        let asks = self.state.cluster().usable().into_iter().map(|server| {
             let uri = api::own_call(&server.spec, "getMeetingInfo", &query);
-            asks.spawn(async move {
-                let result = backend.get(&uri).await;
-                (server, result)
-            });
-        }
-        while let Some(joined) = asks.join_next().await {
-            let Ok((server, result)) = joined else {
-                continue;
-            };
-            match self.noted(&server, result) {
-                Ok(answer) if xml::is_success(&answer.body) => {
-                    self.state.remember(meeting_id, &server);
-                    return Located::At(server);
+            async move {
+                match self.noted(&server, self.backend.get(&uri).await) {
+                    Ok(answer) if xml::is_success(&answer.body) => Some(server),
+                    Ok(_) => None,
+                    Err(e) => {
+                        tracing::warn!(server = server.name(), "meeting search: server {e}");
+                        None
+                    }
                 }
-                Ok(_) => {}
-                Err(e) => tracing::warn!(server = server.name(), "meeting search: server {e}"),
             }
+        });
+        match fanout::first_some(asks).await {
+            Some(server) => {
+                self.state.remember(meeting_id, &server);
+                Located::At(server)
+            }
+            None => Located::Nowhere,
         }
-        Located::Nowhere
     }
 
     /// Sends the client's call to every server at once and merges the
@@ -392,13 +402,13 @@ impl Router {
         let bodies = answers.iter().map(|(_, a)| a.body.as_ref());
         let body = xml::merge_lists(bodies, list).unwrap_or_else(|| {
             if list == "meetings" {
-                errors::no_meetings()
+                errors::no_meetings().into_bytes()
             } else {
-                errors::no_recordings()
+                errors::no_recordings().into_bytes()
             }
         });
         Outcome {
-            result: summarize(body.as_bytes()),
+            result: summarize(&body),
             response: errors::xml_response(body),
             server: Some(format!(
                 "{} of {}",
@@ -412,88 +422,66 @@ impl Router {
     /// answers that came back, in server order. Servers known to be down are
     /// not asked; failures are logged and left out.
     async fn ask_all(&self, request: &ApiRequest) -> Vec<(Arc<Server>, Answer)> {
-        let servers = self.state.cluster().usable();
-        let mut asks = JoinSet::new();
-        for (index, server) in servers.iter().enumerate() {
-            let backend = self.backend.clone();
-            let Outgoing { uri, body } = request.for_server(&server.spec, None);
-            let method = request.method.clone();
-            let content_type = request.content_type.clone();
-            asks.spawn(async move {
-                (
-                    index,
-                    backend
-                        .send(method, &uri, content_type.as_ref(), body)
-                        .await,
-                )
-            });
-        }
-        let mut answers = Vec::new();
-        while let Some(joined) = asks.join_next().await {
-            let Ok((index, result)) = joined else {
-                continue;
-            };
-            let server = &servers[index];
-            match self.noted(server, result) {
-                Ok(answer) => {
-                    if !xml::is_success(&answer.body) {
+        let asks = self
+            .state
+            .cluster()
+            .usable()
+            .into_iter()
+            .map(|server| async move {
+                match self.forward(request, &server, None).await {
+                    Ok(answer) => {
+                        if !xml::is_success(&answer.body) {
+                            tracing::warn!(
+                                server = server.name(),
+                                result = summarize(&answer.body),
+                                "left out of the merged {}",
+                                request.call.name()
+                            );
+                        }
+                        Some((server, answer))
+                    }
+                    Err(e) => {
                         tracing::warn!(
                             server = server.name(),
-                            result = summarize(&answer.body),
-                            "left out of the merged {}",
+                            "left out of the merged {}: server {e}",
                             request.call.name()
                         );
+                        None
                     }
-                    answers.push((index, server.clone(), answer));
                 }
-                Err(e) => tracing::warn!(
-                    server = server.name(),
-                    "left out of the merged {}: server {e}",
-                    request.call.name()
-                ),
-            }
-        }
-        answers.sort_by_key(|(index, _, _)| *index);
-        answers.into_iter().map(|(_, s, a)| (s, a)).collect()
+            });
+        fanout::join_all(asks).await.into_iter().flatten().collect()
     }
 
     /// Which servers have which of `ids` (exact match), asked of all at once.
-    async fn find_recordings(&self, ids: &[String]) -> BTreeMap<usize, (Arc<Server>, Vec<String>)> {
+    async fn find_recordings(&self, ids: &[String]) -> Vec<(Arc<Server>, Vec<String>)> {
         let joined = ids.join(",");
         let query = format!(
             "recordID={}&state=any",
             form_urlencoded::byte_serialize(joined.as_bytes()).collect::<String>()
         );
-        let servers = self.state.cluster().usable();
-        let mut asks = JoinSet::new();
-        for (index, server) in servers.iter().enumerate() {
-            let backend = self.backend.clone();
+        let asks = self.state.cluster().usable().into_iter().map(|server| {
             let uri = api::own_call(&server.spec, "getRecordings", &query);
-            asks.spawn(async move { (index, backend.get(&uri).await) });
-        }
-        let mut found: BTreeMap<usize, (Arc<Server>, Vec<String>)> = BTreeMap::new();
-        while let Some(joined) = asks.join_next().await {
-            let Ok((index, result)) = joined else {
-                continue;
-            };
-            match self.noted(&servers[index], result) {
-                Ok(answer) => {
-                    let listed = xml::record_ids(&answer.body);
-                    let held: Vec<String> = ids
-                        .iter()
-                        .filter(|id| listed.contains(id))
-                        .cloned()
-                        .collect();
-                    if !held.is_empty() {
-                        found.insert(index, (servers[index].clone(), held));
+            async move {
+                match self.noted(&server, self.backend.get(&uri).await) {
+                    Ok(answer) => {
+                        let listed = xml::record_ids(&answer.body);
+                        let held: Vec<String> = ids
+                            .iter()
+                            .filter(|id| listed.contains(id))
+                            .cloned()
+                            .collect();
+                        (!held.is_empty()).then_some((server, held))
+                    }
+                    Err(e) => {
+                        tracing::warn!(server = server.name(), "recording search: server {e}");
+                        None
                     }
                 }
-                Err(e) => tracing::warn!(
-                    server = servers[index].name(),
-                    "recording search: server {e}"
-                ),
             }
-        }
+        });
+        let found: Vec<(Arc<Server>, Vec<String>)> =
+            fanout::join_all(asks).await.into_iter().flatten().collect();
         found
     }
 
@@ -505,39 +493,22 @@ impl Router {
             return Err(ApiError::MissingRecordId);
         }
         let found = self.find_recordings(&ids).await;
-        if found.len() == 1 {
-            let (server, _) = found
-                .into_values()
-                .next()
-                .ok_or(ApiError::RecordingsNotFound)?;
+        if let [(server, _)] = found.as_slice() {
             let answer = self
-                .forward(request, &server, None)
+                .forward(request, server, None)
                 .await
-                .map_err(|e| Self::unreachable(&server, &e))?;
-            return Ok(Outcome::answer(answer, &server));
+                .map_err(|e| Self::unreachable(server, &e))?;
+            return Ok(Outcome::answer(answer, server));
         }
         if found.is_empty() {
             return Err(ApiError::RecordingsNotFound);
         }
-        let mut sends = JoinSet::new();
-        for (server, held) in found.into_values() {
-            let outgoing = request.for_server(&server.spec, Some(&held));
-            let backend = self.backend.clone();
-            let method = request.method.clone();
-            let content_type = request.content_type.clone();
-            sends.spawn(async move {
-                let result = backend
-                    .send(method, &outgoing.uri, content_type.as_ref(), outgoing.body)
-                    .await;
-                (server, result)
-            });
-        }
+        let sends = found.iter().map(|(server, held)| async move {
+            (server, self.forward(request, server, Some(held)).await)
+        });
         let mut first_success = None;
         let mut failure = None;
-        while let Some(joined) = sends.join_next().await {
-            let Ok((server, result)) = joined else {
-                continue;
-            };
+        for (server, result) in fanout::join_all(sends).await {
             match result {
                 Ok(answer) if xml::is_success(&answer.body) => {
                     first_success.get_or_insert((answer, server));
@@ -546,14 +517,14 @@ impl Router {
                     failure.get_or_insert(Ok((answer, server)));
                 }
                 Err(e) => {
-                    failure.get_or_insert(Err(Self::unreachable(&server, &e)));
+                    failure.get_or_insert(Err(Self::unreachable(server, &e)));
                 }
             }
         }
         match (failure, first_success) {
-            (Some(Ok((answer, server))), _) => Ok(Outcome::answer(answer, &server)),
+            (Some(Ok((answer, server))), _) => Ok(Outcome::answer(answer, server)),
             (Some(Err(error)), _) => Err(error),
-            (None, Some((answer, server))) => Ok(Outcome::answer(answer, &server)),
+            (None, Some((answer, server))) => Ok(Outcome::answer(answer, server)),
             (None, None) => Err(ApiError::Internal("No server answered.".into())),
         }
     }
@@ -567,10 +538,7 @@ impl Router {
             .next()
             .ok_or(ApiError::MissingRecordId)?;
         let found = self.find_recordings(std::slice::from_ref(&id)).await;
-        let (server, _) = found
-            .into_values()
-            .next()
-            .ok_or(ApiError::NoRecording(id))?;
+        let (server, _) = found.into_iter().next().ok_or(ApiError::NoRecording(id))?;
         let answer = self
             .forward(request, &server, None)
             .await

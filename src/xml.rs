@@ -41,11 +41,16 @@ fn list_content<'a>(body: &'a [u8], list: &str) -> Option<&'a [u8]> {
                 depth += 1;
                 if depth == 2 && e.name().as_ref() == list {
                     let start = reader.buffer_position() as usize;
-                    let end_name = e.to_end().into_owned();
-                    reader.read_to_end(end_name.name()).ok()?;
-                    let after = reader.buffer_position() as usize;
-                    let end = after - (list.len() + 3);
-                    return body.get(start..end);
+                    // The list runs to its closing tag, the last one in the
+                    // answer (BBB's elements never nest a list of the same
+                    // name); found from the end without parsing every
+                    // meeting on the way.
+                    let close = format!("</{list}>");
+                    let rest = &body[start..];
+                    let end = rest
+                        .windows(close.len())
+                        .rposition(|w| w == close.as_bytes())?;
+                    return Some(&rest[..end]);
                 }
             }
             Event::Empty(e) if depth == 1 && e.name().as_ref() == list => {
@@ -62,23 +67,25 @@ fn list_content<'a>(body: &'a [u8], list: &str) -> Option<&'a [u8]> {
 /// BBB answer. Answers that failed or have no list are left out. Returns
 /// `None` when no server listed a single element, so the caller can answer
 /// BBB's own "nothing found" form.
-pub fn merge_lists<'a>(bodies: impl IntoIterator<Item = &'a [u8]>, list: &str) -> Option<String> {
-    let mut merged = Vec::new();
-    for body in bodies {
-        if !is_success(body) {
-            continue;
-        }
-        if let Some(content) = list_content(body, list) {
-            merged.extend_from_slice(content);
-        }
-    }
-    if !merged.contains(&b'<') {
+pub fn merge_lists<'a>(bodies: impl IntoIterator<Item = &'a [u8]>, list: &str) -> Option<Vec<u8>> {
+    let contents: Vec<&[u8]> = bodies
+        .into_iter()
+        .filter(|body| is_success(body))
+        .filter_map(|body| list_content(body, list))
+        .collect();
+    if !contents.iter().any(|c| c.contains(&b'<')) {
         return None;
     }
-    let merged = String::from_utf8_lossy(&merged);
-    Some(format!(
-        "<response><returncode>SUCCESS</returncode><{list}>{merged}</{list}></response>"
-    ))
+    let head = format!("<response><returncode>SUCCESS</returncode><{list}>");
+    let tail = format!("</{list}></response>");
+    let size = head.len() + tail.len() + contents.iter().map(|c| c.len()).sum::<usize>();
+    let mut merged = Vec::with_capacity(size);
+    merged.extend_from_slice(head.as_bytes());
+    for content in contents {
+        merged.extend_from_slice(content);
+    }
+    merged.extend_from_slice(tail.as_bytes());
+    Some(merged)
 }
 
 /// One meeting of a getMeetings answer, as the poller needs it.
@@ -226,7 +233,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            merged,
+            String::from_utf8(merged).unwrap(),
             "<response><returncode>SUCCESS</returncode><meetings>\n    <meeting><meetingID>a&amp;b</meetingID><metadata><x><![CDATA[<y>]]></x></metadata></meeting>\n  <meeting><meetingID>c</meetingID></meeting></meetings></response>"
         );
     }

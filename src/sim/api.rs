@@ -386,6 +386,11 @@ impl Core {
         let user_id = meeting.add_attendee(full_name, role, p.get("userID"), false);
         let internal_meeting_id = meeting.internal_id.clone();
         let session_token = random_token(16);
+        if state.sessions.len() >= super::state::MAX_SESSIONS
+            && let Some(old) = state.sessions.keys().next().cloned()
+        {
+            state.sessions.remove(&old);
+        }
         state.sessions.insert(
             session_token.clone(),
             (meeting_id.to_string(), user_id.clone()),

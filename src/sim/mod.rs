@@ -98,6 +98,9 @@ struct Inner {
     /// Requests read and held by Mode::Hang, so a test can wait until one
     /// is really in flight.
     held: watch::Sender<usize>,
+    /// Whether requests are kept for [`SimHandle::requests`] (tests read
+    /// them; a long benchmark or a demo should not keep them all).
+    recording: std::sync::atomic::AtomicBool,
     /// Per call name: how long to sit on an answer after making it. The
     /// answer shows the state from before the wait (as a slow server's
     /// would), which lets tests race a slow getMeetings against a create.
@@ -144,6 +147,7 @@ impl SimHandle {
             connections: watch::Sender::new(0),
             accept_task: Mutex::new(None),
             held: watch::Sender::new(0),
+            recording: std::sync::atomic::AtomicBool::new(true),
             delays: Mutex::new(std::collections::HashMap::new()),
             runtime: tokio::runtime::Handle::current(),
         });
@@ -248,6 +252,14 @@ impl SimHandle {
         lock(&self.inner.core.state)
             .recording(record_id)
             .map(|r| r.published)
+    }
+
+    /// Turns keeping requests for [`SimHandle::requests`] on (the default)
+    /// or off.
+    pub fn set_recording(&self, on: bool) {
+        self.inner
+            .recording
+            .store(on, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Delays the answers to `call` (e.g. `getMeetings`) by `delay`, after
@@ -460,14 +472,16 @@ async fn handle(
         body: &body,
     });
     let delay = lock(&inner.delays).get(&outcome.call).copied();
-    lock(&inner.requests).push(SeenRequest {
-        method: parts.method.to_string(),
-        call: outcome.call,
-        raw_query: raw_query.to_string(),
-        content_type: content_type.map(str::to_string),
-        body: body.clone(),
-        checksum_ok: outcome.checksum_ok,
-    });
+    if inner.recording.load(std::sync::atomic::Ordering::Relaxed) {
+        lock(&inner.requests).push(SeenRequest {
+            method: parts.method.to_string(),
+            call: outcome.call,
+            raw_query: raw_query.to_string(),
+            content_type: content_type.map(str::to_string),
+            body: body.clone(),
+            checksum_ok: outcome.checksum_ok,
+        });
+    }
     let reply = outcome.reply;
     if let Some(delay) = delay {
         tokio::time::sleep(delay).await;

@@ -1,0 +1,310 @@
+//! The load generator: keep-alive HTTP/1.1 connections sending GETs as fast
+//! as answers come back (throughput), or one at a fixed rate (latency).
+//! Every answer is checked; a fast wrong answer counts as an error.
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+use hyper::client::conn::http1;
+use hyper_util::rt::TokioIo;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::net::TcpStream;
+
+/// One request: where to, what, and what a right answer looks like.
+pub struct Call {
+    pub addr: SocketAddr,
+    /// Path and query.
+    pub target: String,
+    pub check: Check,
+}
+
+/// What a right answer is.
+#[derive(Clone)]
+pub enum Check {
+    /// 200 and a body containing every one of these.
+    Body(Vec<String>),
+    /// 302 with a Location starting with this.
+    Redirect(String),
+    /// 200, SUCCESS, and exactly this many of the element (e.g. `<meeting>`).
+    Count(String, usize),
+}
+
+impl Check {
+    fn holds(&self, status: u16, location: Option<&str>, body: &[u8]) -> bool {
+        match self {
+            Check::Body(parts) => {
+                status == 200
+                    && parts
+                        .iter()
+                        .all(|p| body.windows(p.len()).any(|w| w == p.as_bytes()))
+            }
+            Check::Redirect(prefix) => {
+                status == 302 && location.is_some_and(|l| l.starts_with(prefix.as_str()))
+            }
+            Check::Count(element, n) => {
+                let count =
+                    |needle: &[u8]| body.windows(needle.len()).filter(|w| *w == needle).count();
+                status == 200
+                    && count(b"<returncode>SUCCESS</returncode>") == 1
+                    && count(element.as_bytes()) == *n
+            }
+        }
+    }
+}
+
+/// Splits `http://host:port/path?query` into its address and target.
+pub fn split_url(url: &str) -> (SocketAddr, String) {
+    let rest = url.strip_prefix("http://").expect("http URL");
+    let slash = rest.find('/').unwrap_or(rest.len());
+    let addr = rest[..slash].parse().expect("IP:port in URL");
+    let target = if slash == rest.len() {
+        "/".to_string()
+    } else {
+        rest[slash..].to_string()
+    };
+    (addr, target)
+}
+
+/// Makes the `n`th request of a run.
+pub type Source = Arc<dyn Fn(usize) -> Call + Send + Sync>;
+
+#[derive(Debug, Default, Clone)]
+pub struct Outcome {
+    pub ok: usize,
+    pub errors: usize,
+    pub elapsed: Duration,
+    /// Microseconds, of the answers that were right.
+    pub latencies: Vec<u32>,
+}
+
+impl Outcome {
+    pub fn rate(&self) -> f64 {
+        self.ok as f64 / self.elapsed.as_secs_f64()
+    }
+
+    /// The q-quantile (0..1) of the latencies, in milliseconds.
+    pub fn quantile_ms(&mut self, q: f64) -> f64 {
+        if self.latencies.is_empty() {
+            return f64::NAN;
+        }
+        self.latencies.sort_unstable();
+        let i = ((self.latencies.len() as f64 - 1.0) * q).round() as usize;
+        self.latencies[i] as f64 / 1000.0
+    }
+
+    fn merge(&mut self, other: Outcome) {
+        self.ok += other.ok;
+        self.errors += other.errors;
+        self.latencies.extend(other.latencies);
+    }
+}
+
+struct Connection {
+    sender: http1::SendRequest<Empty<Bytes>>,
+}
+
+async fn connect(addr: SocketAddr) -> Option<Connection> {
+    let stream = TcpStream::connect(addr).await.ok()?;
+    let _ = stream.set_nodelay(true);
+    let (sender, connection) = http1::handshake(TokioIo::new(stream)).await.ok()?;
+    tokio::spawn(connection);
+    Some(Connection { sender })
+}
+
+/// Keep-alive connections, one per server address, as a client that talks
+/// to several servers keeps them.
+#[derive(Default)]
+pub struct Conn(std::collections::HashMap<SocketAddr, Option<Connection>>);
+
+impl Conn {
+    /// Sends one call; whether its answer was right.
+    pub async fn send(&mut self, call: &Call) -> bool {
+        send(self.0.entry(call.addr).or_default(), call).await
+    }
+}
+
+/// Sends one call on `conn` (reconnecting if needed); whether it was right.
+async fn send(conn: &mut Option<Connection>, call: &Call) -> bool {
+    if conn.as_ref().is_none_or(|c| c.sender.is_closed()) {
+        *conn = connect(call.addr).await;
+    }
+    let Some(c) = conn.as_mut() else { return false };
+    if c.sender.ready().await.is_err() {
+        *conn = None;
+        return false;
+    }
+    let request = hyper::Request::get(call.target.as_str())
+        .header(hyper::header::HOST, call.addr.to_string())
+        .body(Empty::<Bytes>::new())
+        .expect("valid request");
+    let Ok(response) = c.sender.send_request(request).await else {
+        *conn = None;
+        return false;
+    };
+    let status = response.status().as_u16();
+    let location = response
+        .headers()
+        .get(hyper::header::LOCATION)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let Ok(body) = response.into_body().collect().await else {
+        *conn = None;
+        return false;
+    };
+    call.check
+        .holds(status, location.as_deref(), &body.to_bytes())
+}
+
+/// `concurrency` connections, each sending the next call as soon as the last
+/// answer came, for `duration`.
+pub async fn throughput(source: Source, concurrency: usize, duration: Duration) -> Outcome {
+    let started = Instant::now();
+    let deadline = started + duration;
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut workers = Vec::new();
+    for _ in 0..concurrency {
+        let (source, next) = (source.clone(), next.clone());
+        workers.push(tokio::spawn(async move {
+            let mut outcome = Outcome::default();
+            let mut conn = Conn::default();
+            while Instant::now() < deadline {
+                let call = source(next.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
+                let sent = Instant::now();
+                if conn.send(&call).await {
+                    outcome.ok += 1;
+                    outcome.latencies.push(sent.elapsed().as_micros() as u32);
+                } else {
+                    outcome.errors += 1;
+                }
+            }
+            outcome
+        }));
+    }
+    let mut total = Outcome::default();
+    for worker in workers {
+        if let Ok(outcome) = worker.await {
+            total.merge(outcome);
+        }
+    }
+    total.elapsed = started.elapsed();
+    total
+}
+
+/// One connection sending `rate` calls a second for `duration`: latency at
+/// a light, fixed load.
+pub async fn paced(source: Source, rate: f64, duration: Duration) -> Outcome {
+    let started = Instant::now();
+    let mut outcome = Outcome::default();
+    let mut conn = Conn::default();
+    let mut ticker = tokio::time::interval(Duration::from_secs_f64(1.0 / rate));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut n = 0;
+    while started.elapsed() < duration {
+        ticker.tick().await;
+        let call = source(n);
+        n += 1;
+        let sent = Instant::now();
+        if conn.send(&call).await {
+            outcome.ok += 1;
+            outcome.latencies.push(sent.elapsed().as_micros() as u32);
+        } else {
+            outcome.errors += 1;
+        }
+    }
+    outcome.elapsed = started.elapsed();
+    outcome
+}
+
+/// Sends every call at once (one connection each, kept for the next round)
+/// and waits for all: the time a fan-out over them takes.
+pub struct FanOut {
+    conns: Vec<Option<Connection>>,
+}
+
+impl FanOut {
+    pub fn new(n: usize) -> FanOut {
+        FanOut {
+            conns: (0..n).map(|_| None).collect(),
+        }
+    }
+
+    /// Time until the last answer; `None` if any was wrong.
+    pub async fn round(&mut self, calls: &[Call]) -> Option<Duration> {
+        let started = Instant::now();
+        let conns = std::mem::take(&mut self.conns);
+        let results = futures_join(conns.into_iter().zip(calls).map(
+            |(mut conn, call)| async move {
+                let ok = send(&mut conn, call).await;
+                (conn, ok)
+            },
+        ))
+        .await;
+        let elapsed = started.elapsed();
+        let mut all_ok = true;
+        for (conn, ok) in results {
+            all_ok &= ok;
+            self.conns.push(conn);
+        }
+        all_ok.then_some(elapsed)
+    }
+}
+
+/// Runs futures concurrently on this task and collects their outputs in
+/// order (a tiny join_all, to stay within the agreed dependencies).
+async fn futures_join<F: std::future::Future>(
+    futures: impl IntoIterator<Item = F>,
+) -> Vec<F::Output> {
+    let mut pending: Vec<std::pin::Pin<Box<F>>> = futures.into_iter().map(Box::pin).collect();
+    let mut outputs: Vec<Option<F::Output>> = pending.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut done = true;
+        for (i, fut) in pending.iter_mut().enumerate() {
+            if outputs[i].is_none() {
+                match fut.as_mut().poll(cx) {
+                    std::task::Poll::Ready(out) => outputs[i] = Some(out),
+                    std::task::Poll::Pending => done = false,
+                }
+            }
+        }
+        if done {
+            std::task::Poll::Ready(())
+        } else {
+            std::task::Poll::Pending
+        }
+    })
+    .await;
+    outputs
+        .into_iter()
+        .map(|o| o.expect("every future finished"))
+        .collect()
+}
+
+/// How many times `element` occurs in the answer to one GET.
+pub async fn count(addr: SocketAddr, target: &str, element: &str) -> usize {
+    let mut conn = None;
+    let call = Call {
+        addr,
+        target: target.to_string(),
+        check: Check::Body(vec![]),
+    };
+    let Some(body) = fetch(&mut conn, &call).await else {
+        return 0;
+    };
+    body.windows(element.len())
+        .filter(|w| *w == element.as_bytes())
+        .count()
+}
+
+async fn fetch(conn: &mut Option<Connection>, call: &Call) -> Option<Bytes> {
+    if conn.is_none() {
+        *conn = connect(call.addr).await;
+    }
+    let c = conn.as_mut()?;
+    let request = hyper::Request::get(call.target.as_str())
+        .header(hyper::header::HOST, call.addr.to_string())
+        .body(Empty::<Bytes>::new())
+        .ok()?;
+    let response = c.sender.send_request(request).await.ok()?;
+    Some(response.into_body().collect().await.ok()?.to_bytes())
+}

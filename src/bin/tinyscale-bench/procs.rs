@@ -1,0 +1,230 @@
+//! The processes a benchmark run starts: simulated BBB servers (`tinyscale
+//! sim N`), tinyscale itself, and nginx as the plain-proxy baseline. Each is
+//! killed when its handle is dropped.
+
+use std::io::{BufRead, BufReader, Read};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+/// A simulated server as servers.json lists it.
+#[derive(Clone, Debug)]
+pub struct Sim {
+    pub url: String,
+    pub addr: SocketAddr,
+    pub secret: String,
+}
+
+pub struct Process {
+    child: Child,
+}
+
+impl Process {
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Resident set and its peak, in KiB, from /proc.
+    pub fn memory_kib(&self) -> (u64, u64) {
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
+        let field = |name: &str| {
+            status
+                .lines()
+                .find(|l| l.starts_with(name))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0)
+        };
+        (field("VmRSS:"), field("VmHWM:"))
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The `tinyscale` binary next to this one (both built by cargo).
+pub fn tinyscale_binary() -> PathBuf {
+    let me = std::env::current_exe().expect("own path");
+    me.with_file_name("tinyscale")
+}
+
+/// Starts `count` simulated servers in one process.
+pub fn sims(count: usize) -> (Process, Vec<Sim>) {
+    let mut child = Command::new(tinyscale_binary())
+        .args(["sim", &count.to_string()])
+        .env("TINYSCALE_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("tinyscale sim starts (cargo build --release first)");
+    // The servers.json comes first on stdout, as one JSON array.
+    let mut stdout = child.stdout.take().expect("stdout");
+    let mut text = String::new();
+    let mut byte = [0u8; 1];
+    let mut depth = 0i32;
+    while stdout.read(&mut byte).unwrap_or(0) == 1 {
+        let c = byte[0] as char;
+        text.push(c);
+        match c {
+            '[' | '{' => depth += 1,
+            ']' | '}' => depth -= 1,
+            _ => {}
+        }
+        if depth == 0 && text.trim_start().starts_with('[') && c == ']' {
+            break;
+        }
+    }
+    let entries: Vec<serde_json::Value> =
+        serde_json::from_str(&text).expect("servers.json from tinyscale sim");
+    let sims = entries
+        .iter()
+        .map(|e| {
+            let url = e["host"].as_str().unwrap().to_string();
+            Sim {
+                addr: url.trim_start_matches("http://").parse().unwrap(),
+                url,
+                secret: e["secret"].as_str().unwrap().to_string(),
+            }
+        })
+        .collect();
+    (Process { child }, sims)
+}
+
+/// tinyscale in front of `sims`, as deployed (info logs, one line per
+/// request, to a discarded stderr); returns it with its API and metrics
+/// addresses.
+pub fn tinyscale(
+    dir: &Path,
+    sims: &[Sim],
+    secret: &str,
+    env: &[(&str, &str)],
+) -> (Process, SocketAddr, SocketAddr) {
+    let servers: Vec<serde_json::Value> = sims
+        .iter()
+        .map(|s| serde_json::json!({"host": s.url, "secret": s.secret}))
+        .collect();
+    let file = dir.join(format!("servers-{}.json", sims.len()));
+    std::fs::write(&file, serde_json::to_string(&servers).unwrap()).unwrap();
+    let mut child = Command::new(tinyscale_binary())
+        .env_clear()
+        .env("TINYSCALE_SECRET", secret)
+        .env("TINYSCALE_SERVERS", &file)
+        .env("PORT", "0")
+        .env("TINYSCALE_BIND", "127.0.0.1")
+        .env("TINYSCALE_METRICS_BIND", "127.0.0.1:0")
+        .envs(env.iter().copied())
+        .envs(std::env::vars().filter(|(k, _)| k == "TINYSCALE_THREADS" || k == "TINYSCALE_LOG"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("tinyscale starts");
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut lines = BufReader::new(stderr).lines().map_while(Result::ok);
+        let mut api = None;
+        for line in lines.by_ref() {
+            let after = |marker: &str| -> Option<SocketAddr> {
+                let rest = line.split(marker).nth(1)?;
+                let addr: String = rest
+                    .chars()
+                    .take_while(|c| c.is_ascii_digit() || ".:".contains(*c))
+                    .collect();
+                addr.parse().ok()
+            };
+            if let Some(a) = after("listening on ") {
+                api = Some(a);
+            }
+            if let (Some(a), Some(m)) = (api, after("health check on http://")) {
+                let _ = tx.send((a, m));
+                break;
+            }
+        }
+        // Keep draining, as journald would.
+        for _ in lines {}
+    });
+    let (api, metrics) = rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("tinyscale is listening");
+    (Process { child }, api, metrics)
+}
+
+/// Where nginx is, if it is installed.
+pub fn nginx_binary() -> Option<PathBuf> {
+    [
+        "/usr/sbin/nginx",
+        "/usr/local/sbin/nginx",
+        "/usr/local/nginx/sbin/nginx",
+    ]
+    .iter()
+    .map(PathBuf::from)
+    .find(|p| p.exists())
+}
+
+/// nginx as a plain reverse proxy: keep-alive upstreams, one per server,
+/// chosen by a `map` on the meetingID; no checksum work at all.
+pub fn nginx(
+    binary: &Path,
+    dir: &Path,
+    sims: &[Sim],
+    owners: &[(String, usize)],
+) -> (Process, SocketAddr) {
+    let port = free_port();
+    let mut conf = String::new();
+    conf.push_str(&format!(
+        "daemon off;\nworker_processes auto;\npid {dir}/nginx.pid;\nerror_log {dir}/nginx-error.log warn;\n\
+         events {{ worker_connections 4096; }}\n\
+         http {{\n  access_log off;\n  client_body_temp_path {dir}/body;\n  proxy_temp_path {dir}/proxy;\n\
+           fastcgi_temp_path {dir}/fastcgi;\n  uwsgi_temp_path {dir}/uwsgi;\n  scgi_temp_path {dir}/scgi;\n",
+        dir = dir.display()
+    ));
+    for (i, sim) in sims.iter().enumerate() {
+        conf.push_str(&format!(
+            "  upstream bbb{i} {{ server {}; keepalive 64; }}\n",
+            sim.addr
+        ));
+    }
+    conf.push_str("  map $arg_meetingID $bbb {\n    default bbb0;\n");
+    for (id, owner) in owners {
+        conf.push_str(&format!("    \"{id}\" bbb{owner};\n"));
+    }
+    conf.push_str("  }\n");
+    conf.push_str(&format!(
+        "  server {{\n    listen 127.0.0.1:{port};\n    location / {{\n      proxy_pass http://$bbb;\n      \
+         proxy_http_version 1.1;\n      proxy_set_header Connection \"\";\n    }}\n  }}\n}}\n"
+    ));
+    let path = dir.join("nginx.conf");
+    std::fs::write(&path, conf).unwrap();
+    let process = Command::new(binary)
+        .arg("-c")
+        .arg(&path)
+        .arg("-p")
+        .arg(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map(|child| Process { child })
+        .expect("nginx starts");
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    for _ in 0..200 {
+        if std::net::TcpStream::connect(addr).is_ok() {
+            return (process, addr);
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    panic!("nginx did not start; see {}/nginx-error.log", dir.display());
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
