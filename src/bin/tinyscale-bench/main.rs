@@ -552,8 +552,36 @@ async fn main() {
         format!("{}", direct_new.errors + ts_new.errors),
     ];
     eprintln!("create new: {create_new:?}");
+    // The least any correct balancer must do for a new meeting: ask every
+    // server at once whether it holds the ID (done here by the bench), then
+    // create it on one. This row is that search alone.
+    let search_rounds = (lat_seconds * 50.0) as usize;
+    let mut fan = load::FanOut::new(setup.sims.len());
+    let mut searches = Vec::new();
+    let mut search_errors = 0;
+    for n in 0..search_rounds {
+        let calls: Vec<Call> = (0..setup.sims.len())
+            .map(|i| {
+                let (addr, target) = split_url(&setup.url(Via::Direct, "getMeetingInfo", &format!("meetingID=nobody-{n}"), i));
+                Call { addr, target, check: Check::Body(vec!["<messageKey>notFound</messageKey>".into()]) }
+            })
+            .collect();
+        match fan.round(&calls).await {
+            Some(d) => searches.push((d.as_micros() as u32).max(1)),
+            None => search_errors += 1,
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut search = Outcome { latencies: searches, errors: search_errors, ..Outcome::default() };
+    let search_row = vec![
+        "(the search alone: 10 servers asked at once by the bench)".to_string(),
+        format!("{:.3} / {:.3} / {:.3}", search.quantile_ms(0.5), search.quantile_ms(0.99), search.quantile_ms(0.999)),
+        "—".into(),
+        "—".into(),
+        format!("{}", search.errors),
+    ];
 
-    let mut latency_rows = vec![create_new];
+    let mut latency_rows = vec![create_new, search_row];
     latency_rows.push(
         light_latency(&setup, "join", lat_seconds, |via| {
             setup.per_meeting(
