@@ -93,6 +93,17 @@ impl Outcome {
         self.latencies[i] as f64 / 1000.0
     }
 
+    /// Sends one call and counts it, with its latency when it was right.
+    async fn timed(&mut self, conn: &mut Conn, call: &Call) {
+        let sent = Instant::now();
+        if conn.send(call).await {
+            self.ok += 1;
+            self.latencies.push(sent.elapsed().as_micros() as u32);
+        } else {
+            self.errors += 1;
+        }
+    }
+
     fn merge(&mut self, other: Outcome) {
         self.ok += other.ok;
         self.errors += other.errors;
@@ -170,13 +181,7 @@ pub async fn throughput(source: Source, concurrency: usize, duration: Duration) 
             let mut conn = Conn::default();
             while Instant::now() < deadline {
                 let call = source(next.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
-                let sent = Instant::now();
-                if conn.send(&call).await {
-                    outcome.ok += 1;
-                    outcome.latencies.push(sent.elapsed().as_micros() as u32);
-                } else {
-                    outcome.errors += 1;
-                }
+                outcome.timed(&mut conn, &call).await;
             }
             outcome
         }));
@@ -204,13 +209,7 @@ pub async fn paced(source: Source, rate: f64, duration: Duration) -> Outcome {
         ticker.tick().await;
         let call = source(n);
         n += 1;
-        let sent = Instant::now();
-        if conn.send(&call).await {
-            outcome.ok += 1;
-            outcome.latencies.push(sent.elapsed().as_micros() as u32);
-        } else {
-            outcome.errors += 1;
-        }
+        outcome.timed(&mut conn, &call).await;
     }
     outcome.elapsed = started.elapsed();
     outcome

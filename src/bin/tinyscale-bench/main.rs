@@ -147,6 +147,33 @@ impl Setup {
     }
 }
 
+/// Joins of every join meeting: tinyscale must redirect to the owner's own
+/// signed join URL, a server to its HTML5 client.
+fn join_source(setup: &Setup, via: Via) -> Source {
+    setup.per_meeting(
+        via,
+        "join",
+        |id| format!("meetingID={id}&fullName=Bench+User&role=VIEWER"),
+        |via, id, sim| match via {
+            Via::Tinyscale => Check::Redirect(format!(
+                "{}/bigbluebutton/api/join?meetingID={id}&",
+                sim.url
+            )),
+            _ => Check::Redirect(format!("{}/html5client/join?sessionToken=", sim.url)),
+        },
+    )
+}
+
+/// getMeetingInfo of every meeting: the answer must be that meeting's.
+fn info_source(setup: &Setup, via: Via) -> Source {
+    setup.per_meeting(
+        via,
+        "getMeetingInfo",
+        |id| format!("meetingID={id}"),
+        |_, id, _| success_with(&[&format!("<meetingID>{id}</meetingID>")]),
+    )
+}
+
 fn success_with(parts: &[&str]) -> Check {
     let mut all = vec!["<returncode>SUCCESS</returncode>".to_string()];
     all.extend(parts.iter().map(|p| p.to_string()));
@@ -441,31 +468,13 @@ async fn main() {
             "join (302 to the right server)",
             rounds,
             seconds,
-            |via| {
-                setup.per_meeting(
-                    via,
-                    "join",
-                    |id| format!("meetingID={id}&fullName=Bench+User&role=VIEWER"),
-                    |via, id, sim| match via {
-                        Via::Tinyscale => Check::Redirect(format!(
-                            "{}/bigbluebutton/api/join?meetingID={id}&",
-                            sim.url
-                        )),
-                        _ => Check::Redirect(format!("{}/html5client/join?sessionToken=", sim.url)),
-                    },
-                )
-            },
+            |via| join_source(&setup, via),
         )
         .await,
     );
     rows.push(
         throughput(&setup, "getMeetingInfo (proxied)", rounds, seconds, |via| {
-            setup.per_meeting(
-                via,
-                "getMeetingInfo",
-                |id| format!("meetingID={id}"),
-                |_, id, _| success_with(&[&format!("<meetingID>{id}</meetingID>")]),
-            )
+            info_source(&setup, via)
         })
         .await,
     );
@@ -562,8 +571,17 @@ async fn main() {
     for n in 0..search_rounds {
         let calls: Vec<Call> = (0..setup.sims.len())
             .map(|i| {
-                let (addr, target) = split_url(&setup.url(Via::Direct, "getMeetingInfo", &format!("meetingID=nobody-{n}"), i));
-                Call { addr, target, check: Check::Body(vec!["<messageKey>notFound</messageKey>".into()]) }
+                let (addr, target) = split_url(&setup.url(
+                    Via::Direct,
+                    "getMeetingInfo",
+                    &format!("meetingID=nobody-{n}"),
+                    i,
+                ));
+                Call {
+                    addr,
+                    target,
+                    check: Check::Body(vec!["<messageKey>notFound</messageKey>".into()]),
+                }
             })
             .collect();
         match fan.round(&calls).await {
@@ -572,41 +590,30 @@ async fn main() {
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let mut search = Outcome { latencies: searches, errors: search_errors, ..Outcome::default() };
+    let mut search = Outcome {
+        latencies: searches,
+        errors: search_errors,
+        ..Outcome::default()
+    };
     let search_row = vec![
         "(the search alone: 10 servers asked at once by the bench)".to_string(),
-        format!("{:.3} / {:.3} / {:.3}", search.quantile_ms(0.5), search.quantile_ms(0.99), search.quantile_ms(0.999)),
+        format!(
+            "{:.3} / {:.3} / {:.3}",
+            search.quantile_ms(0.5),
+            search.quantile_ms(0.99),
+            search.quantile_ms(0.999)
+        ),
         "—".into(),
         "—".into(),
         format!("{}", search.errors),
     ];
 
     let mut latency_rows = vec![create_new, search_row];
-    latency_rows.push(
-        light_latency(&setup, "join", lat_seconds, |via| {
-            setup.per_meeting(
-                via,
-                "join",
-                |id| format!("meetingID={id}&fullName=Bench+User&role=VIEWER"),
-                |via, id, sim| match via {
-                    Via::Tinyscale => Check::Redirect(format!(
-                        "{}/bigbluebutton/api/join?meetingID={id}&",
-                        sim.url
-                    )),
-                    _ => Check::Redirect(format!("{}/html5client/join?sessionToken=", sim.url)),
-                },
-            )
-        })
-        .await,
-    );
+    latency_rows
+        .push(light_latency(&setup, "join", lat_seconds, |via| join_source(&setup, via)).await);
     latency_rows.push(
         light_latency(&setup, "getMeetingInfo", lat_seconds, |via| {
-            setup.per_meeting(
-                via,
-                "getMeetingInfo",
-                |id| format!("meetingID={id}"),
-                |_, id, _| success_with(&[&format!("<meetingID>{id}</meetingID>")]),
-            )
+            info_source(&setup, via)
         })
         .await,
     );
@@ -640,12 +647,7 @@ async fn main() {
         ..setup100
     };
     let under_load = load::throughput(
-        setup100.per_meeting(
-            Via::Tinyscale,
-            "getMeetingInfo",
-            |id| format!("meetingID={id}"),
-            |_, id, _| success_with(&[&format!("<meetingID>{id}</meetingID>")]),
-        ),
+        info_source(&setup100, Via::Tinyscale),
         CONCURRENCY,
         Duration::from_secs_f64(seconds * 2.0),
     )
