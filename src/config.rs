@@ -42,6 +42,8 @@ pub struct Settings {
     /// Where `/metrics` and `/healthz` are served; `None` when turned off.
     pub metrics_listen: Option<SocketAddr>,
     pub log_format: LogFormat,
+    /// Event-loop threads serving requests (one per core by default).
+    pub threads: usize,
 }
 
 /// How log lines are written.
@@ -213,6 +215,19 @@ impl Settings {
                 });
             }
         };
+        let threads = match var("TINYSCALE_THREADS") {
+            None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            Some(v) => v
+                .trim()
+                .parse::<usize>()
+                .ok()
+                .filter(|n| (1..=256).contains(n))
+                .ok_or(ConfigError::BadVariable {
+                    name: "TINYSCALE_THREADS",
+                    value: v.clone(),
+                    why: "expected a number of threads from 1 to 256".into(),
+                })?,
+        };
         Ok(Settings {
             listen: SocketAddr::new(bind, port),
             secret,
@@ -233,6 +248,7 @@ impl Settings {
             shutdown_timeout: seconds("TINYSCALE_SHUTDOWN_TIMEOUT", 10.0)?,
             metrics_listen,
             log_format,
+            threads,
         })
     }
 }
@@ -553,6 +569,7 @@ mod tests {
             ("TINYSCALE_NEW_MEETING_LOAD", "-1"),
             ("TINYSCALE_METRICS_BIND", "9464"),
             ("TINYSCALE_LOG_FORMAT", "xml"),
+            ("TINYSCALE_THREADS", "0"),
         ] {
             let err = settings(&[("TINYSCALE_SECRET", "s"), (name, value)]).unwrap_err();
             assert!(err.to_string().starts_with(name), "{err}");

@@ -37,6 +37,7 @@ pub async fn run() -> Result<(), String> {
     let specs = config::load_servers(&file)
         .await
         .map_err(|e| e.to_string())?;
+    let stop = crate::stop_signal();
     let (listeners, app, address) = server::start(&settings, specs).await?;
 
     let base = format!("http://{address}/bigbluebutton/api/");
@@ -80,7 +81,7 @@ pub async fn run() -> Result<(), String> {
     println!("  getMeetings:    {}", url("getMeetings", ""));
     println!("  end:            {}", url("end", "meetingID=demo-1"));
     println!("\nPress Ctrl-C to stop.");
-    server::run(listeners, app, crate::stop_signal()).await;
+    server::run(listeners, app, stop).await;
     for sim in &sims {
         sim.stop().await;
     }

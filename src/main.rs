@@ -9,7 +9,8 @@ use tinyscale::server;
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command.unwrap_or(Command::Serve) {
-        Command::Serve => run(serve()),
+        // The balancer runs its own event-loop threads (see server::run).
+        Command::Serve => run_on(current_thread(), serve()),
         Command::Demo => run(tinyscale::demo::run()),
         Command::Sim { count } => run(tinyscale::demo::run_sims(usize::from(count))),
         Command::Status { json } => run_checked(tinyscale::status::status(json)),
@@ -18,18 +19,14 @@ fn main() -> ExitCode {
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime, String> {
-    let threads: Option<usize> = std::env::var("TINYSCALE_THREADS")
-        .ok()
-        .and_then(|v| v.parse().ok());
-    let mut builder = if threads == Some(1) {
-        tokio::runtime::Builder::new_current_thread()
-    } else {
-        tokio::runtime::Builder::new_multi_thread()
-    };
-    if let Some(n) = threads.filter(|&n| n > 1) {
-        builder.worker_threads(n);
-    }
-    builder
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start: {e}"))
+}
+
+fn current_thread() -> Result<tokio::runtime::Runtime, String> {
+    tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| format!("cannot start: {e}"))
@@ -37,7 +34,14 @@ fn runtime() -> Result<tokio::runtime::Runtime, String> {
 
 /// Runs a task; exit 1 with its one-line message if it fails.
 fn run(task: impl std::future::Future<Output = Result<(), String>>) -> ExitCode {
-    match runtime().and_then(|rt| rt.block_on(task)) {
+    run_on(runtime(), task)
+}
+
+fn run_on(
+    runtime: Result<tokio::runtime::Runtime, String>,
+    task: impl std::future::Future<Output = Result<(), String>>,
+) -> ExitCode {
+    match runtime.and_then(|rt| rt.block_on(task)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {
             eprintln!("tinyscale: {message}");
@@ -63,10 +67,11 @@ async fn serve() -> Result<(), String> {
     let settings =
         Settings::from_vars(|name| std::env::var(name).ok()).map_err(|e| e.to_string())?;
     tinyscale::init_logging(&settings.log_filter, settings.log_format);
+    let stop = tinyscale::stop_signal();
     let specs = config::load_servers(&settings.servers_path)
         .await
         .map_err(|e| e.to_string())?;
     let (listeners, app, _) = server::start(&settings, specs).await?;
-    server::run(listeners, app, tinyscale::stop_signal()).await;
+    server::run(listeners, app, stop).await;
     Ok(())
 }

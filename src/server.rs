@@ -41,6 +41,10 @@ pub struct App {
     pub shutdown_timeout: Duration,
     pub new_meeting_load: f64,
     pub metrics: Arc<Metrics>,
+    /// Event-loop threads serving requests.
+    pub threads: usize,
+    connect_timeout: Duration,
+    response_timeout: Duration,
 }
 
 /// The sockets tinyscale serves on, bound before anything else happens.
@@ -48,6 +52,10 @@ pub struct Listeners {
     pub api: TcpListener,
     /// `/metrics` and `/healthz`, unless turned off.
     pub metrics: Option<TcpListener>,
+    /// SIGHUP, caught from before tinyscale says it is listening, so an
+    /// early reload request never kills it.
+    #[cfg(unix)]
+    hangups: Option<tokio::signal::unix::Signal>,
 }
 
 impl App {
@@ -84,6 +92,34 @@ impl App {
             poll_interval: settings.poll_interval,
             poll_timeout: settings.poll_timeout,
             shutdown_timeout: settings.shutdown_timeout,
+            threads: settings.threads,
+            connect_timeout: settings.connect_timeout,
+            response_timeout: settings.response_timeout,
+        }
+    }
+
+    /// The same balancer for another event-loop thread: the same state and
+    /// metrics, its own connection pool (a pooled connection belongs to the
+    /// thread that opened it, so no answer has to wake another thread).
+    fn for_thread(&self) -> App {
+        App {
+            router: Router {
+                state: self.router.state.clone(),
+                backend: Backend::new(self.connect_timeout, self.response_timeout, self.max_body),
+                metrics: self.metrics.clone(),
+            },
+            secret: self.secret.clone(),
+            algorithms: self.algorithms.clone(),
+            max_body: self.max_body,
+            servers_path: self.servers_path.clone(),
+            poll_interval: self.poll_interval,
+            poll_timeout: self.poll_timeout,
+            shutdown_timeout: self.shutdown_timeout,
+            new_meeting_load: self.new_meeting_load,
+            metrics: self.metrics.clone(),
+            threads: self.threads,
+            connect_timeout: self.connect_timeout,
+            response_timeout: self.response_timeout,
         }
     }
 
@@ -135,6 +171,14 @@ pub async fn start(
         app.poll_timeout,
     )
     .await;
+    #[cfg(unix)]
+    let hangups = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            tracing::warn!("cannot listen for SIGHUP ({e}): reload by restarting");
+            None
+        }
+    };
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),
         servers = cluster.list.len(),
@@ -157,6 +201,8 @@ pub async fn start(
     let listeners = Listeners {
         api: listener,
         metrics: metrics_listener,
+        #[cfg(unix)]
+        hangups,
     };
     Ok((listeners, app, address))
 }
@@ -184,97 +230,158 @@ pub async fn run(listeners: Listeners, app: Arc<App>, shutdown: impl Future<Outp
             until_stopped(stopped.clone()),
         ));
     }
-    tokio::spawn(reload_on_sighup(app.clone(), until_stopped(stopped)));
+    #[cfg(unix)]
+    if let Some(hangups) = listeners.hangups {
+        tokio::spawn(reload_on_sighup(
+            app.clone(),
+            hangups,
+            until_stopped(stopped),
+        ));
+    }
+    #[cfg(not(unix))]
+    drop(stopped);
+
+    // One event loop per thread, like nginx's workers: this thread's and
+    // `threads - 1` more, each a single-threaded runtime with its own
+    // connections. This thread accepts and hands each new connection to
+    // the next loop in turn.
+    let mut loops = Vec::new();
+    let (to_here, here) = tokio::sync::mpsc::unbounded_channel();
+    loops.push(to_here);
+    let local = tokio::spawn(serve_connections(here, app.clone()));
+    let mut threads = Vec::new();
+    for n in 1..app.threads {
+        let (to_loop, incoming) = tokio::sync::mpsc::unbounded_channel();
+        let app = Arc::new(app.for_thread());
+        let spawned = std::thread::Builder::new()
+            .name(format!("tinyscale-{n}"))
+            .spawn(move || {
+                match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(runtime) => runtime.block_on(serve_connections(incoming, app)),
+                    Err(e) => tracing::error!("cannot start event loop {n}: {e}"),
+                }
+            });
+        match spawned {
+            Ok(handle) => {
+                loops.push(to_loop);
+                threads.push(handle);
+            }
+            Err(e) => tracing::error!("cannot start event loop {n}: {e}; serving with fewer"),
+        }
+    }
     let metrics = app.metrics.clone();
     let shutdown = async move {
         shutdown.await;
         metrics.stopping();
     };
-    serve(listeners.api, app, shutdown).await;
+    accept(listeners.api, loops, shutdown).await;
+    // The loops finish their requests in flight (up to the deadline).
+    let _ = local.await;
+    let _ = tokio::task::spawn_blocking(move || {
+        for thread in threads {
+            let _ = thread.join();
+        }
+    })
+    .await;
     let _ = stop.send(true);
 }
 
-/// Reloads the servers file on each SIGHUP until `stop` completes.
-async fn reload_on_sighup(app: Arc<App>, stop: impl Future<Output = ()>) {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        let mut hangups = match signal(SignalKind::hangup()) {
-            Ok(s) => s,
+/// Accepts connections until `shutdown` completes, handing them to the
+/// event loops in turn; then closes the listening socket at once.
+async fn accept(
+    listener: TcpListener,
+    loops: Vec<tokio::sync::mpsc::UnboundedSender<std::net::TcpStream>>,
+    shutdown: impl Future<Output = ()>,
+) {
+    tokio::pin!(shutdown);
+    let mut next = 0;
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = &mut shutdown => break,
+        };
+        let stream = match accepted.and_then(|(stream, _)| stream.into_std()) {
+            Ok(stream) => stream,
             Err(e) => {
-                tracing::warn!("cannot listen for SIGHUP ({e}): reload by restarting");
-                return;
+                // Out of file descriptors and the like: back off a little
+                // instead of spinning.
+                tracing::warn!("accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
             }
         };
-        tokio::pin!(stop);
-        loop {
-            tokio::select! {
-                _ = hangups.recv() => {}
-                _ = &mut stop => return,
-            }
-            let result = app.reload().await;
-            app.metrics.reload(result.is_ok());
-            match result {
-                Ok(s) => tracing::info!(
-                    servers = app.router.state.cluster().list.len(),
-                    added = s.added.join(" "),
-                    removed = s.removed.join(" "),
-                    changed = s.changed.join(" "),
-                    "reloaded the servers file"
-                ),
-                Err(e) => tracing::error!("reload refused, the running configuration stays: {e}"),
-            }
+        if loops[next % loops.len()].send(stream).is_err() {
+            tracing::error!("an event loop has stopped");
         }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = (app, stop);
-    }
-}
-
-/// Serves until `shutdown` completes, then stops accepting at once and lets
-/// the requests in flight finish (up to the app's shutdown timeout).
-async fn serve(listener: TcpListener, app: Arc<App>, shutdown: impl Future<Output = ()>) {
-    let grace = app.shutdown_timeout;
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    tokio::pin!(shutdown);
-    loop {
-        tokio::select! {
-            accepted = listener.accept() => {
-                let (stream, _) = match accepted {
-                    Ok(pair) => pair,
-                    Err(e) => {
-                        // Out of file descriptors and the like: back off a
-                        // little instead of spinning.
-                        tracing::warn!("accept failed: {e}");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                };
-                let _ = stream.set_nodelay(true);
-                let app = app.clone();
-                let connection = http1::Builder::new()
-                    .timer(TokioTimer::new())
-                    .header_read_timeout(Duration::from_secs(30))
-                    .serve_connection(
-                        TokioIo::new(stream),
-                        service_fn(move |request| {
-                            let app = app.clone();
-                            async move { Ok::<_, Infallible>(handle(&app, request).await) }
-                        }),
-                    );
-                let connection = graceful.watch(connection);
-                tokio::spawn(async move {
-                    if let Err(e) = connection.await {
-                        tracing::debug!("connection ended: {e}");
-                    }
-                });
-            }
-            _ = &mut shutdown => break,
-        }
+        next += 1;
     }
     drop(listener);
     tracing::info!("stopped listening; finishing requests in flight");
+    // Dropping the senders tells every loop that no more connections come.
+}
+
+/// Reloads the servers file on each SIGHUP until `stop` completes.
+#[cfg(unix)]
+async fn reload_on_sighup(
+    app: Arc<App>,
+    mut hangups: tokio::signal::unix::Signal,
+    stop: impl Future<Output = ()>,
+) {
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            _ = hangups.recv() => {}
+            _ = &mut stop => return,
+        }
+        let result = app.reload().await;
+        app.metrics.reload(result.is_ok());
+        match result {
+            Ok(s) => tracing::info!(
+                servers = app.router.state.cluster().list.len(),
+                added = s.added.join(" "),
+                removed = s.removed.join(" "),
+                changed = s.changed.join(" "),
+                "reloaded the servers file"
+            ),
+            Err(e) => tracing::error!("reload refused, the running configuration stays: {e}"),
+        }
+    }
+}
+
+/// One event loop: serves the connections handed to it until no more come,
+/// then lets the requests in flight finish (up to the shutdown timeout).
+async fn serve_connections(
+    mut incoming: tokio::sync::mpsc::UnboundedReceiver<std::net::TcpStream>,
+    app: Arc<App>,
+) {
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    while let Some(stream) = incoming.recv().await {
+        let Ok(stream) = tokio::net::TcpStream::from_std(stream) else {
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let app = app.clone();
+        let connection = http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(Duration::from_secs(30))
+            .serve_connection(
+                TokioIo::new(stream),
+                service_fn(move |request| {
+                    let app = app.clone();
+                    async move { Ok::<_, Infallible>(handle(&app, request).await) }
+                }),
+            );
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!("connection ended: {e}");
+            }
+        });
+    }
+    let grace = app.shutdown_timeout;
     if tokio::time::timeout(grace, graceful.shutdown())
         .await
         .is_err()
