@@ -2,8 +2,8 @@
 //!
 //! A request's path through the crate, top to bottom:
 //!
-//! - [`server`]: accepts HTTP, reads the request, writes the log line;
-//!   SIGHUP reload and graceful stop;
+//! - [`server`]: accepts HTTP on one event loop per core, reads the request,
+//!   writes the log line; SIGHUP reload and graceful stop;
 //! - [`api`]: which call it is, checksum verified, parameters, re-signing;
 //! - [`checksum`]: BBB's checksum rules (pure);
 //! - [`routing`]: where each call goes and what is answered;

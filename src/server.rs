@@ -1,6 +1,9 @@
-//! The HTTP front: accepting connections, reading a request (within the body
+//! The HTTP front: accepting connections and handing them to one
+//! single-threaded event loop per core (nginx's model: a request and its
+//! backend calls stay on one thread), reading a request (within the body
 //! limit), verifying it, handing it to routing, and the one log line per
-//! request. Also graceful shutdown.
+//! request. Also the background tasks' start, SIGHUP reload and graceful
+//! shutdown.
 //!
 //! Owns nothing of BBB's rules beyond calling `api` and `routing`.
 
