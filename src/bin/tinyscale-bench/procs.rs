@@ -18,6 +18,9 @@ pub struct Sim {
 
 pub struct Process {
     child: Child,
+    /// Ask it to stop (SIGTERM) before killing it: nginx's master, killed
+    /// outright, would leave its workers running.
+    terminate_first: bool,
 }
 
 impl Process {
@@ -43,6 +46,18 @@ impl Process {
 
 impl Drop for Process {
     fn drop(&mut self) {
+        if self.terminate_first {
+            let _ = Command::new("kill")
+                .arg("-TERM")
+                .arg(self.pid().to_string())
+                .status();
+            for _ in 0..100 {
+                if let Ok(Some(_)) = self.child.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -93,7 +108,13 @@ pub fn sims(count: usize) -> (Process, Vec<Sim>) {
             }
         })
         .collect();
-    (Process { child }, sims)
+    (
+        Process {
+            child,
+            terminate_first: false,
+        },
+        sims,
+    )
 }
 
 /// tinyscale in front of `sims`, as deployed (info logs, one line per
@@ -152,7 +173,14 @@ pub fn tinyscale(
     let (api, metrics) = rx
         .recv_timeout(Duration::from_secs(30))
         .expect("tinyscale is listening");
-    (Process { child }, api, metrics)
+    (
+        Process {
+            child,
+            terminate_first: false,
+        },
+        api,
+        metrics,
+    )
 }
 
 /// Where nginx is, if it is installed.
@@ -209,7 +237,10 @@ pub fn nginx(
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
-        .map(|child| Process { child })
+        .map(|child| Process {
+            child,
+            terminate_first: true,
+        })
         .expect("nginx starts");
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     for _ in 0..200 {
