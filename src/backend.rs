@@ -53,6 +53,9 @@ impl BackendError {
 #[derive(Clone)]
 pub struct Backend {
     client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
+    /// Built once (the CA files are read once), shared by every pool.
+    tls: std::sync::Arc<rustls::ClientConfig>,
+    connect_timeout: Duration,
     response_timeout: Duration,
     max_answer: usize,
 }
@@ -63,10 +66,6 @@ impl Backend {
         response_timeout: Duration,
         max_answer: usize,
     ) -> Backend {
-        let mut http = HttpConnector::new();
-        http.enforce_http(false);
-        http.set_connect_timeout(Some(connect_timeout));
-        http.set_nodelay(true);
         let tls = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
             rustls::crypto::ring::default_provider(),
         ))
@@ -74,8 +73,38 @@ impl Backend {
         .expect("ring supports the default TLS versions")
         .with_root_certificates(root_store())
         .with_no_client_auth();
+        Backend::with_tls(
+            std::sync::Arc::new(tls),
+            connect_timeout,
+            response_timeout,
+            max_answer,
+        )
+    }
+
+    /// A client with its own connection pool and the same settings, for
+    /// another event-loop thread: a pooled connection belongs to the thread
+    /// that opened it.
+    pub fn for_another_thread(&self) -> Backend {
+        Backend::with_tls(
+            self.tls.clone(),
+            self.connect_timeout,
+            self.response_timeout,
+            self.max_answer,
+        )
+    }
+
+    fn with_tls(
+        tls: std::sync::Arc<rustls::ClientConfig>,
+        connect_timeout: Duration,
+        response_timeout: Duration,
+        max_answer: usize,
+    ) -> Backend {
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        http.set_connect_timeout(Some(connect_timeout));
+        http.set_nodelay(true);
         let https = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls)
+            .with_tls_config((*tls).clone())
             .https_or_http()
             .enable_http1()
             .wrap_connector(http);
@@ -87,6 +116,8 @@ impl Backend {
             .build(https);
         Backend {
             client,
+            tls,
+            connect_timeout,
             response_timeout,
             max_answer,
         }

@@ -99,135 +99,105 @@ impl Settings {
         if secret.trim().is_empty() {
             return Err(ConfigError::MissingSecret);
         }
-        let port = match var("PORT") {
-            Some(v) => v
-                .trim()
-                .parse::<u16>()
-                .map_err(|_| ConfigError::BadVariable {
-                    name: "PORT",
-                    value: v.clone(),
-                    why: "expected a port number from 0 to 65535".into(),
-                })?,
-            None => DEFAULT_PORT,
-        };
-        let bind = match var("TINYSCALE_BIND") {
-            Some(v) => v
-                .trim()
-                .parse::<IpAddr>()
-                .map_err(|_| ConfigError::BadVariable {
-                    name: "TINYSCALE_BIND",
-                    value: v.clone(),
-                    why: "expected an IP address such as 0.0.0.0, 127.0.0.1 or ::".into(),
-                })?,
-            None => IpAddr::from([0, 0, 0, 0]),
-        };
-        let algorithms = match var("TINYSCALE_CHECKSUM_ALGORITHMS") {
-            Some(v) => parse_algorithms(&v).map_err(|why| ConfigError::BadVariable {
-                name: "TINYSCALE_CHECKSUM_ALGORITHMS",
-                value: v.clone(),
-                why,
-            })?,
-            None => Algorithm::ALL.to_vec(),
-        };
-        let seconds = |name: &'static str, default: f64| -> Result<Duration, ConfigError> {
-            match var(name) {
-                Some(v) => parse_seconds(&v).map_err(|why| ConfigError::BadVariable {
-                    name,
-                    value: v.clone(),
-                    why,
-                }),
-                None => Ok(Duration::from_secs_f64(default)),
-            }
-        };
-        let max_body = match var("TINYSCALE_MAX_BODY") {
-            Some(v) => parse_size(&v).map_err(|why| ConfigError::BadVariable {
-                name: "TINYSCALE_MAX_BODY",
-                value: v.clone(),
-                why,
-            })?,
-            None => DEFAULT_MAX_BODY,
-        };
-        let count = |name: &'static str, default: u32| -> Result<u32, ConfigError> {
-            match var(name) {
-                Some(v) => v
-                    .trim()
-                    .parse::<u32>()
-                    .ok()
-                    .filter(|n| (1..=100).contains(n))
-                    .ok_or(ConfigError::BadVariable {
-                        name,
-                        value: v.clone(),
-                        why: "expected a whole number from 1 to 100".into(),
-                    }),
-                None => Ok(default),
-            }
-        };
-        let strategy = match var("TINYSCALE_STRATEGY") {
-            None => Strategy::RoundRobin,
-            Some(v) => match v.trim().to_ascii_lowercase().as_str() {
-                "round-robin" | "roundrobin" => Strategy::RoundRobin,
-                "least-loaded" | "leastloaded" => Strategy::LeastLoaded,
-                _ => {
-                    return Err(ConfigError::BadVariable {
-                        name: "TINYSCALE_STRATEGY",
-                        value: v.clone(),
-                        why: "expected round-robin or least-loaded".into(),
-                    });
-                }
+        let port = parsed(
+            &var,
+            "PORT",
+            || DEFAULT_PORT,
+            |v| {
+                v.parse()
+                    .map_err(|_| "expected a port number from 0 to 65535".into())
             },
+        )?;
+        let bind = parsed(
+            &var,
+            "TINYSCALE_BIND",
+            || IpAddr::from([0, 0, 0, 0]),
+            |v| {
+                v.parse()
+                    .map_err(|_| "expected an IP address such as 0.0.0.0, 127.0.0.1 or ::".into())
+            },
+        )?;
+        let algorithms = parsed(
+            &var,
+            "TINYSCALE_CHECKSUM_ALGORITHMS",
+            || Algorithm::ALL.to_vec(),
+            parse_algorithms,
+        )?;
+        let seconds = |name: &'static str, default: f64| {
+            parsed(
+                &var,
+                name,
+                || Duration::from_secs_f64(default),
+                parse_seconds,
+            )
         };
-        let new_meeting_load = match var("TINYSCALE_NEW_MEETING_LOAD") {
-            None => 15.0,
-            Some(v) => v
-                .trim()
-                .parse::<f64>()
-                .ok()
-                .filter(|n| (0.0..=100_000.0).contains(n))
-                .ok_or(ConfigError::BadVariable {
-                    name: "TINYSCALE_NEW_MEETING_LOAD",
-                    value: v.clone(),
-                    why: "expected a number of users, such as 15".into(),
-                })?,
+        let max_body = parsed(&var, "TINYSCALE_MAX_BODY", || DEFAULT_MAX_BODY, parse_size)?;
+        let count = |name: &'static str, default: u32| {
+            parsed(
+                &var,
+                name,
+                || default,
+                |v| {
+                    v.parse()
+                        .ok()
+                        .filter(|n| (1..=100).contains(n))
+                        .ok_or_else(|| "expected a whole number from 1 to 100".into())
+                },
+            )
         };
-        let metrics_listen = match var("TINYSCALE_METRICS_BIND").as_deref().map(str::trim) {
-            Some("off") | Some("") => None,
-            other => {
-                let text = other.unwrap_or(DEFAULT_METRICS_LISTEN);
-                Some(
-                    text.parse::<SocketAddr>()
-                        .map_err(|_| ConfigError::BadVariable {
-                            name: "TINYSCALE_METRICS_BIND",
-                            value: text.to_string(),
-                            why: "expected an address with a port, such as 127.0.0.1:9464, or off"
-                                .into(),
-                        })?,
-                )
-            }
-        };
-        let log_format = match var("TINYSCALE_LOG_FORMAT").as_deref().map(str::trim) {
-            None | Some("text") | Some("") => LogFormat::Text,
-            Some("json") => LogFormat::Json,
-            Some(other) => {
-                return Err(ConfigError::BadVariable {
-                    name: "TINYSCALE_LOG_FORMAT",
-                    value: other.to_string(),
-                    why: "expected text or json".into(),
-                });
-            }
-        };
-        let threads = match var("TINYSCALE_THREADS") {
-            None => std::thread::available_parallelism().map_or(1, |n| n.get()),
-            Some(v) => v
-                .trim()
-                .parse::<usize>()
-                .ok()
-                .filter(|n| (1..=256).contains(n))
-                .ok_or(ConfigError::BadVariable {
-                    name: "TINYSCALE_THREADS",
-                    value: v.clone(),
-                    why: "expected a number of threads from 1 to 256".into(),
-                })?,
-        };
+        let strategy = parsed(
+            &var,
+            "TINYSCALE_STRATEGY",
+            || Strategy::RoundRobin,
+            |v| match v.to_ascii_lowercase().as_str() {
+                "round-robin" | "roundrobin" => Ok(Strategy::RoundRobin),
+                "least-loaded" | "leastloaded" => Ok(Strategy::LeastLoaded),
+                _ => Err("expected round-robin or least-loaded".into()),
+            },
+        )?;
+        let new_meeting_load = parsed(
+            &var,
+            "TINYSCALE_NEW_MEETING_LOAD",
+            || 15.0,
+            |v| {
+                v.parse()
+                    .ok()
+                    .filter(|n| (0.0..=100_000.0).contains(n))
+                    .ok_or_else(|| "expected a number of users, such as 15".into())
+            },
+        )?;
+        let metrics_listen = parsed(
+            &var,
+            "TINYSCALE_METRICS_BIND",
+            || DEFAULT_METRICS_LISTEN.parse().ok(),
+            |v| match v {
+                "off" | "" => Ok(None),
+                _ => v.parse().map(Some).map_err(|_| {
+                    "expected an address with a port, such as 127.0.0.1:9464, or off".into()
+                }),
+            },
+        )?;
+        let log_format = parsed(
+            &var,
+            "TINYSCALE_LOG_FORMAT",
+            || LogFormat::Text,
+            |v| match v {
+                "text" | "" => Ok(LogFormat::Text),
+                "json" => Ok(LogFormat::Json),
+                _ => Err("expected text or json".into()),
+            },
+        )?;
+        let threads = parsed(
+            &var,
+            "TINYSCALE_THREADS",
+            || std::thread::available_parallelism().map_or(1, |n| n.get()),
+            |v| {
+                v.parse()
+                    .ok()
+                    .filter(|n| (1..=256).contains(n))
+                    .ok_or_else(|| "expected a number of threads from 1 to 256".into())
+            },
+        )?;
         Ok(Settings {
             listen: SocketAddr::new(bind, port),
             secret,
@@ -250,6 +220,22 @@ impl Settings {
             log_format,
             threads,
         })
+    }
+}
+
+/// The variable `name`: `default()` when unset, else `parse` of its trimmed
+/// value, refused with the variable, its value and the reason.
+fn parsed<T>(
+    var: &impl Fn(&str) -> Option<String>,
+    name: &'static str,
+    default: impl FnOnce() -> T,
+    parse: impl FnOnce(&str) -> Result<T, String>,
+) -> Result<T, ConfigError> {
+    match var(name) {
+        None => Ok(default()),
+        Some(value) => {
+            parse(value.trim()).map_err(|why| ConfigError::BadVariable { name, value, why })
+        }
     }
 }
 
@@ -335,17 +321,22 @@ pub struct ServerSpec {
     pub state: ServerState,
     /// Relative capacity, for least-loaded placement.
     pub weight: f64,
+    /// `{base}/bigbluebutton/api/`, made once: every forwarded call starts
+    /// with it.
+    api_root: String,
 }
 
 impl ServerSpec {
-    /// A plain enabled server of weight 1 (tests, the demo).
+    /// An enabled server of weight 1; `base` is the server root.
     pub fn new(
         base: impl Into<String>,
         secret: impl Into<String>,
         checksum: Algorithm,
     ) -> ServerSpec {
+        let base = base.into();
         ServerSpec {
-            base: base.into(),
+            api_root: format!("{base}/bigbluebutton/api/"),
+            base,
             secret: secret.into(),
             checksum,
             state: ServerState::Enabled,
@@ -354,8 +345,8 @@ impl ServerSpec {
     }
 
     /// The API root, ending in a slash: `https://bbb1.example.org/bigbluebutton/api/`.
-    pub fn api_root(&self) -> String {
-        format!("{}/bigbluebutton/api/", self.base)
+    pub fn api_root(&self) -> &str {
+        &self.api_root
     }
 }
 
@@ -442,11 +433,9 @@ pub fn parse_servers(text: &str, file: &str) -> Result<Vec<ServerSpec>, ConfigEr
             )));
         }
         servers.push(ServerSpec {
-            base,
-            secret,
-            checksum,
             state,
             weight,
+            ..ServerSpec::new(base, secret, checksum)
         });
     }
     Ok(servers)

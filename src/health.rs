@@ -203,7 +203,7 @@ pub async fn poll(state: &State, backend: &Backend, server: &Server, timeout: Du
 /// The BBB version from the API root (`bbbVersion`, else `version`).
 async fn bbb_version(backend: &Backend, server: &Server, timeout: Duration) -> Option<String> {
     let uri = server.spec.api_root();
-    let answer = tokio::time::timeout(timeout, backend.get(&uri))
+    let answer = tokio::time::timeout(timeout, backend.get(uri))
         .await
         .ok()?
         .ok()?;

@@ -46,8 +46,6 @@ pub struct App {
     pub metrics: Arc<Metrics>,
     /// Event-loop threads serving requests.
     pub threads: usize,
-    connect_timeout: Duration,
-    response_timeout: Duration,
 }
 
 /// The sockets tinyscale serves on, bound before anything else happens.
@@ -96,8 +94,6 @@ impl App {
             poll_timeout: settings.poll_timeout,
             shutdown_timeout: settings.shutdown_timeout,
             threads: settings.threads,
-            connect_timeout: settings.connect_timeout,
-            response_timeout: settings.response_timeout,
         }
     }
 
@@ -108,7 +104,7 @@ impl App {
         App {
             router: Router {
                 state: self.router.state.clone(),
-                backend: Backend::new(self.connect_timeout, self.response_timeout, self.max_body),
+                backend: self.router.backend.for_another_thread(),
                 metrics: self.metrics.clone(),
             },
             secret: self.secret.clone(),
@@ -121,8 +117,6 @@ impl App {
             new_meeting_load: self.new_meeting_load,
             metrics: self.metrics.clone(),
             threads: self.threads,
-            connect_timeout: self.connect_timeout,
-            response_timeout: self.response_timeout,
         }
     }
 
