@@ -136,21 +136,39 @@ impl Conn {
 }
 
 /// Sends one call on `conn` (reconnecting if needed); whether it was right.
+/// A request that never left because the server had just closed the
+/// connection (nginx does after `keepalive_requests`) is sent again on a new
+/// one, as any HTTP client does; any other failure is an error.
 async fn send(conn: &mut Option<Connection>, call: &Call) -> bool {
-    if conn.as_ref().is_none_or(|c| c.sender.is_closed()) {
-        *conn = connect(call.addr).await;
-    }
-    let Some(c) = conn.as_mut() else { return false };
-    if c.sender.ready().await.is_err() {
-        *conn = None;
-        return false;
-    }
-    let request = hyper::Request::get(call.target.as_str())
+    let mut request = hyper::Request::get(call.target.as_str())
         .header(hyper::header::HOST, call.addr.to_string())
         .body(Empty::<Bytes>::new())
         .expect("valid request");
-    let Ok(response) = c.sender.send_request(request).await else {
-        *conn = None;
+    let mut response = None;
+    for _ in 0..2 {
+        if conn.as_ref().is_none_or(|c| c.sender.is_closed()) {
+            *conn = connect(call.addr).await;
+        }
+        let Some(c) = conn.as_mut() else { return false };
+        if c.sender.ready().await.is_err() {
+            *conn = connect(call.addr).await;
+            continue;
+        }
+        match c.sender.try_send_request(request).await {
+            Ok(answer) => {
+                response = Some(answer);
+                break;
+            }
+            Err(mut e) => {
+                *conn = None;
+                match e.take_message() {
+                    Some(unsent) => request = unsent,
+                    None => return false,
+                }
+            }
+        }
+    }
+    let Some(response) = response else {
         return false;
     };
     let status = response.status().as_u16();
@@ -306,4 +324,31 @@ async fn fetch(conn: &mut Option<Connection>, call: &Call) -> Option<Bytes> {
         .ok()?;
     let response = c.sender.send_request(request).await.ok()?;
     Some(response.into_body().collect().await.ok()?.to_bytes())
+}
+
+/// What one GET answers, in a line (status, Location, start of the body):
+/// for telling what a wrong answer was.
+pub async fn describe(call: &Call) -> String {
+    let Some(mut c) = connect(call.addr).await else {
+        return "no connection".into();
+    };
+    let request = hyper::Request::get(call.target.as_str())
+        .header(hyper::header::HOST, call.addr.to_string())
+        .body(Empty::<Bytes>::new())
+        .expect("valid request");
+    let Ok(response) = c.sender.send_request(request).await else {
+        return "no answer".into();
+    };
+    let status = response.status();
+    let location = response.headers().get(hyper::header::LOCATION).cloned();
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    format!(
+        "{status} {location:?} {}",
+        String::from_utf8_lossy(&body[..body.len().min(200)])
+    )
 }

@@ -5,6 +5,7 @@
 //!
 //!     cargo build --release && target/release/tinyscale-bench [--quick] [--out FILE]
 
+mod count;
 mod load;
 mod procs;
 
@@ -21,12 +22,15 @@ const CONCURRENCY: usize = 32;
 struct Opts {
     quick: bool,
     out: Option<std::path::PathBuf>,
-    /// Only the throughput scenarios whose name contains this (for
-    /// profiling); the rest of the report is skipped.
+    /// Only the throughput scenarios whose name contains this, or only the
+    /// light-load latencies with `latency` (for profiling); the rest of the
+    /// report is skipped.
     only: Option<String>,
     seconds: Option<f64>,
     /// Only this target (direct, nginx, tinyscale), for profiling.
     via: Option<String>,
+    /// Count instructions per call under callgrind instead (see `count`).
+    instructions: bool,
 }
 
 fn opts() -> Opts {
@@ -36,18 +40,20 @@ fn opts() -> Opts {
         only: None,
         seconds: None,
         via: None,
+        instructions: false,
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--quick" => opts.quick = true,
+            "--instructions" => opts.instructions = true,
             "--out" => opts.out = args.next().map(Into::into),
             "--only" => opts.only = args.next(),
             "--via" => opts.via = args.next(),
             "--seconds" => opts.seconds = args.next().and_then(|s| s.parse().ok()),
             "--help" | "-h" => {
                 println!(
-                    "tinyscale-bench [--quick] [--out FILE] [--only SCENARIO] [--seconds S]: see the README's performance section"
+                    "tinyscale-bench [--quick] [--out FILE] [--only SCENARIO|latency] [--via TARGET] [--seconds S] [--instructions]: see the README's performance section"
                 );
                 std::process::exit(0);
             }
@@ -416,6 +422,15 @@ async fn main() {
     }
     let dir = std::env::temp_dir().join(format!("tinyscale-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
+    if opts.instructions {
+        let report = instructions(&dir).await;
+        println!("{report}");
+        if let Some(out) = opts.out {
+            std::fs::write(&out, &report).unwrap();
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+        return;
+    }
 
     // 10 simulated servers, 100 meetings on them, tinyscale and nginx in front.
     let (_sims10, sims) = procs::sims(10);
@@ -496,7 +511,7 @@ async fn main() {
         .await,
     );
 
-    if opts.only.is_some() {
+    if opts.only.as_ref().is_some_and(|o| o != "latency") {
         return;
     }
     // Creates of new meetings: latency at a light load.
@@ -617,6 +632,16 @@ async fn main() {
         })
         .await,
     );
+    if opts.only.is_some() {
+        println!(
+            "{}",
+            table(
+                &["call", "direct", "tinyscale", "added", "errors"],
+                &latency_rows
+            )
+        );
+        return;
+    }
     let list_rounds = if opts.quick { 20 } else { 100 };
     let mut list_rows = vec![merged_list(&setup, list_rounds).await];
     let busy = ts.memory_kib();
@@ -749,6 +774,119 @@ async fn main() {
         std::fs::write(&out, &report).unwrap();
     }
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `--instructions`: user-space instructions per call of tinyscale and of
+/// nginx, each under callgrind, on the same calls (see `count`).
+async fn instructions(dir: &std::path::Path) -> String {
+    assert!(
+        count::available(),
+        "valgrind is not installed (sudo apt-get install valgrind)"
+    );
+    let (_sims, sims) = procs::sims(10);
+    // One meeting a server for each scenario: every meeting comes round
+    // again within a few calls, even at valgrind's pace, as under load.
+    let meetings = seed_meetings(&sims, "bench", 1).await;
+    let join_meetings = seed_meetings(&sims, "joined", 1).await;
+    let owners: Vec<(String, usize)> = meetings.iter().chain(&join_meetings).cloned().collect();
+    let (ts, ts_addr, _) = procs::tinyscale_under(
+        &count::wrapper(dir, "tinyscale"),
+        dir,
+        &sims,
+        SECRET,
+        &[("TINYSCALE_POLL_INTERVAL", "3600")],
+    );
+    let mut ts_count = count::Counted::new(ts.pid(), dir, "tinyscale");
+    let nginx = procs::nginx_binary().map(|binary| {
+        procs::nginx_under(&count::wrapper(dir, "nginx"), &binary, dir, &sims, &owners)
+    });
+    let mut nginx_count = nginx
+        .as_ref()
+        .map(|(p, _)| count::Counted::new(p.pid(), dir, "nginx"));
+    let setup = Setup {
+        sims: sims.clone(),
+        tinyscale: ts_addr,
+        nginx: nginx.as_ref().map(|(_, a)| *a),
+        meetings,
+        join_meetings,
+        only: None,
+        via: None,
+    };
+    let create_existing = |via| {
+        setup.per_meeting(
+            via,
+            "create",
+            |id| format!("name=Bench+class&meetingID={id}"),
+            |_, _, _| success_with(&["duplicateWarning"]),
+        )
+    };
+    let proxied: [(&str, &dyn Fn(Via) -> Source); 3] = [
+        ("join (302 to the right server)", &|via| {
+            join_source(&setup, via)
+        }),
+        ("getMeetingInfo (proxied)", &|via| info_source(&setup, via)),
+        ("create of an existing meeting", &create_existing),
+    ];
+    let mut rows = Vec::new();
+    for (name, source) in proxied {
+        eprintln!("counting {name}");
+        let t = ts_count.per_call(&source(Via::Tinyscale), 0).await;
+        let n = match nginx_count.as_mut() {
+            Some(c) => Some(c.per_call(&source(Via::Nginx), 0).await),
+            None => None,
+        };
+        rows.push(vec![
+            name.to_string(),
+            format!("{t}"),
+            n.map_or("—".into(), |n| format!("{n}")),
+            n.map_or("—".into(), |n| format!("{:.2}", t as f64 / n as f64)),
+        ]);
+    }
+    // Calls only a balancer makes sense of: nginx cannot do them.
+    let all = setup.meetings.len() + setup.join_meetings.len();
+    let list: Source = {
+        let (addr, target) = split_url(&setup.url(Via::Tinyscale, "getMeetings", "", 0));
+        Arc::new(move |_| Call {
+            addr,
+            target: target.clone(),
+            check: Check::Count("<meeting>".into(), all),
+        })
+    };
+    let new_meeting: Source = {
+        let ts = setup.tinyscale;
+        Arc::new(move |n| {
+            let query = format!("name=New&meetingID=counted-new-{n}");
+            let (addr, target) = split_url(&format!(
+                "http://{ts}/bigbluebutton/api/create?{}",
+                signed_query("create", &query, SECRET, Algorithm::Sha1)
+            ));
+            Call {
+                addr,
+                target,
+                check: success_with(&["<messageKey></messageKey>"]),
+            }
+        })
+    };
+    for (name, source) in [
+        (
+            format!("getMeetings over 10 servers ({all} meetings)"),
+            list,
+        ),
+        (
+            "create of a new meeting (10 servers searched)".to_string(),
+            new_meeting,
+        ),
+    ] {
+        eprintln!("counting {name}");
+        let t = ts_count.per_call(&source, 0).await;
+        rows.push(vec![name, format!("{t}"), "—".into(), "—".into()]);
+    }
+    format!(
+        "User-space instructions per call (callgrind, {} calls each after {} to warm up; lower is better):\n\n{}",
+        count::CALLS,
+        count::WARM_UP,
+        table(&["call", "tinyscale", "nginx", "tinyscale/nginx"], &rows)
+    )
 }
 
 /// Waits (bounded) until tinyscale's metrics say it knows `n` meetings.

@@ -126,14 +126,27 @@ pub fn tinyscale(
     secret: &str,
     env: &[(&str, &str)],
 ) -> (Process, SocketAddr, SocketAddr) {
+    tinyscale_under(&[], dir, sims, secret, env)
+}
+
+/// [`tinyscale`], started through `wrapper` (e.g. valgrind and its
+/// options) when that is not empty.
+pub fn tinyscale_under(
+    wrapper: &[String],
+    dir: &Path,
+    sims: &[Sim],
+    secret: &str,
+    env: &[(&str, &str)],
+) -> (Process, SocketAddr, SocketAddr) {
     let servers: Vec<serde_json::Value> = sims
         .iter()
         .map(|s| serde_json::json!({"host": s.url, "secret": s.secret}))
         .collect();
     let file = dir.join(format!("servers-{}.json", sims.len()));
     std::fs::write(&file, serde_json::to_string(&servers).unwrap()).unwrap();
-    let mut child = Command::new(tinyscale_binary())
+    let mut child = wrapped(wrapper, tinyscale_binary())
         .env_clear()
+        .envs(std::env::vars().filter(|(k, _)| k == "PATH"))
         .env("TINYSCALE_SECRET", secret)
         .env("TINYSCALE_SERVERS", &file)
         .env("PORT", "0")
@@ -168,10 +181,14 @@ pub fn tinyscale(
             }
         }
         // Keep draining, as journald would.
-        for _ in lines {}
+        for line in lines {
+            if std::env::var_os("BENCH_DEBUG").is_some() {
+                eprintln!("{line}");
+            }
+        }
     });
     let (api, metrics) = rx
-        .recv_timeout(Duration::from_secs(30))
+        .recv_timeout(Duration::from_secs(120))
         .expect("tinyscale is listening");
     (
         Process {
@@ -203,8 +220,23 @@ pub fn nginx(
     sims: &[Sim],
     owners: &[(String, usize)],
 ) -> (Process, SocketAddr) {
+    nginx_under(&[], binary, dir, sims, owners)
+}
+
+/// [`nginx`], started through `wrapper` when that is not empty; then as one
+/// process (no master, one worker), so the wrapper sees all of its work.
+pub fn nginx_under(
+    wrapper: &[String],
+    binary: &Path,
+    dir: &Path,
+    sims: &[Sim],
+    owners: &[(String, usize)],
+) -> (Process, SocketAddr) {
     let port = free_port();
     let mut conf = String::new();
+    if !wrapper.is_empty() {
+        conf.push_str("master_process off;\n");
+    }
     conf.push_str(&format!(
         "daemon off;\nworker_processes auto;\npid {dir}/nginx.pid;\nerror_log {dir}/nginx-error.log warn;\n\
          events {{ worker_connections 4096; }}\n\
@@ -229,7 +261,7 @@ pub fn nginx(
     ));
     let path = dir.join("nginx.conf");
     std::fs::write(&path, conf).unwrap();
-    let process = Command::new(binary)
+    let process = wrapped(wrapper, binary.to_path_buf())
         .arg("-c")
         .arg(&path)
         .arg("-p")
@@ -243,7 +275,7 @@ pub fn nginx(
         })
         .expect("nginx starts");
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    for _ in 0..200 {
+    for _ in 0..2400 {
         if std::net::TcpStream::connect(addr).is_ok() {
             return (process, addr);
         }
@@ -258,4 +290,16 @@ fn free_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
+}
+
+/// `program`, or `wrapper[0] wrapper[1..] program` when a wrapper is given.
+fn wrapped(wrapper: &[String], program: PathBuf) -> Command {
+    match wrapper.split_first() {
+        None => Command::new(program),
+        Some((first, rest)) => {
+            let mut command = Command::new(first);
+            command.args(rest).arg(program);
+            command
+        }
+    }
 }
