@@ -121,8 +121,12 @@ pub struct ApiRequest {
     pub content_type: Option<HeaderValue>,
     pub body: Bytes,
     signing: Signing,
-    /// Parameters decoded from the query and, for form posts, the body.
-    params: Vec<(String, String)>,
+    /// The URL query as sent; with `form_params`, where `param` looks.
+    raw_query: String,
+    /// The body is a form whose parameters count as the request's too.
+    form_params: bool,
+    /// Decoded once: every call routed by meeting reads it more than once.
+    meeting_id: Option<String>,
 }
 
 fn is_form(content_type: Option<&HeaderValue>) -> bool {
@@ -147,11 +151,6 @@ impl ApiRequest {
     ) -> Result<ApiRequest, ApiError> {
         let raw_query = raw_query.unwrap_or("");
         let form = method == Method::POST && is_form(content_type.as_ref());
-        let body_params: Vec<(String, String)> = if form {
-            form_urlencoded::parse(&body).into_owned().collect()
-        } else {
-            Vec::new()
-        };
         let signing = if raw_query.is_empty() && form {
             let (signed, checksums) = checksum::form_body_signing_string(&body);
             // None, or more than one: both are a checksumError in bbb-web.
@@ -165,7 +164,7 @@ impl ApiRequest {
             let split = checksum::split_checksum(raw_query).map_err(|_| ApiError::Checksum)?;
             // bbb-web sees the query's and the form body's parameters as one
             // map: a second checksum in the body is a duplicate too.
-            if body_params.iter().any(|(k, _)| k == "checksum") {
+            if form && form_urlencoded::parse(&body).any(|(k, _)| k == "checksum") {
                 return Err(ApiError::Checksum);
             }
             checksum::verify(
@@ -178,31 +177,37 @@ impl ApiRequest {
             .map_err(|_| ApiError::Checksum)?;
             Signing::Query(split.unsigned)
         };
-        let mut params: Vec<(String, String)> = form_urlencoded::parse(raw_query.as_bytes())
-            .into_owned()
-            .collect();
-        params.extend(body_params);
-        Ok(ApiRequest {
+        let mut request = ApiRequest {
             call,
             method,
             content_type,
             body,
             signing,
-            params,
-        })
+            raw_query: raw_query.to_string(),
+            form_params: form,
+            meeting_id: None,
+        };
+        request.meeting_id = request
+            .param("meetingID")
+            .filter(|id| !id.is_empty())
+            .map(|id| id.into_owned());
+        Ok(request)
     }
 
-    /// The first value of a parameter, decoded (`+` and `%20` are spaces).
-    pub fn param(&self, name: &str) -> Option<&str> {
-        self.params
-            .iter()
+    /// The first value of a parameter, decoded (`+` and `%20` are spaces):
+    /// from the URL query, then from a form body. Decoded when asked for,
+    /// so the parameters nobody reads cost nothing.
+    pub fn param(&self, name: &str) -> Option<std::borrow::Cow<'_, str>> {
+        let body: &[u8] = if self.form_params { &self.body } else { &[] };
+        form_urlencoded::parse(self.raw_query.as_bytes())
+            .chain(form_urlencoded::parse(body))
             .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
+            .map(|(_, v)| v)
     }
 
     /// The meetingID, if given and not empty.
     pub fn meeting_id(&self) -> Option<&str> {
-        self.param("meetingID").filter(|id| !id.is_empty())
+        self.meeting_id.as_deref()
     }
 
     /// The recordIDs of a comma-separated `recordID`, without blanks.
@@ -230,13 +235,13 @@ impl ApiRequest {
         match &self.signing {
             Signing::Query(unsigned) => {
                 let unsigned = match &replacement {
-                    Some(value) => replace_param(unsigned, "recordID", value),
-                    None => unsigned.clone(),
+                    Some(value) => {
+                        std::borrow::Cow::Owned(replace_param(unsigned, "recordID", value))
+                    }
+                    None => std::borrow::Cow::Borrowed(unsigned.as_str()),
                 };
-                let query =
-                    checksum::signed_query(call, &unsigned, &server.secret, server.checksum);
                 Outgoing {
-                    uri: format!("{}{call}?{query}", server.api_root()),
+                    uri: own_call(server, call, &unsigned),
                     body: self.body.clone(),
                 }
             }
@@ -270,14 +275,18 @@ pub struct Outgoing {
     pub body: Bytes,
 }
 
-/// A call tinyscale makes on its own behalf (owner search, recording
-/// lookup): `query` is built by us, so it is ours to encode.
+/// The absolute URL of `call` with `query` (raw, sent byte for byte),
+/// signed for `server`. For the client's own query, and for the calls
+/// tinyscale makes on its own behalf (owner search, recording lookup),
+/// whose query we build and encode ourselves.
 pub fn own_call(server: &ServerSpec, call: &str, query: &str) -> String {
-    format!(
-        "{}{call}?{}",
-        server.api_root(),
-        checksum::signed_query(call, query, &server.secret, server.checksum)
-    )
+    let root = server.api_root();
+    let mut uri = String::with_capacity(root.len() + call.len() + 1);
+    uri.push_str(root);
+    uri.push_str(call);
+    uri.push('?');
+    checksum::push_signed_query(&mut uri, call, query, &server.secret, server.checksum);
+    uri
 }
 
 /// Replaces the raw value of every `name=` pair, leaving every other byte.
@@ -339,7 +348,7 @@ mod tests {
     #[test]
     fn parses_params_with_both_space_encodings() {
         let r = get(Call::Create, "name=A+b%20c&meetingID=x%26y+%C3%BC").unwrap();
-        assert_eq!(r.param("name"), Some("A b c"));
+        assert_eq!(r.param("name").as_deref(), Some("A b c"));
         assert_eq!(r.meeting_id(), Some("x&y ü"));
     }
 

@@ -22,6 +22,7 @@ use crate::state::{Server, State};
 use crate::xml;
 use hyper::header::{CONTENT_TYPE, HeaderValue, LOCATION};
 use hyper::{Response, StatusCode};
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -36,13 +37,13 @@ pub struct Outcome {
     /// The server that answered (or was redirected to), if any.
     pub server: Option<String>,
     /// returncode, or the messageKey of a failure.
-    pub result: String,
+    pub result: Cow<'static, str>,
 }
 
 impl Outcome {
     fn local(error: ApiError, call: Call) -> Outcome {
         Outcome {
-            result: error.key().to_string(),
+            result: error.key().into(),
             response: if call.answers_json() {
                 error.to_json()
             } else {
@@ -63,16 +64,23 @@ impl Outcome {
 
 /// The result word of an answer for the log: returncode, or the messageKey
 /// when it failed.
-fn summarize(body: &[u8]) -> String {
+fn summarize(body: &[u8]) -> Cow<'static, str> {
     match xml::field(body, "returncode") {
         Some("SUCCESS") => "SUCCESS".into(),
-        Some(code) => xml::field(body, "messageKey").unwrap_or(code).to_string(),
+        Some(code) => xml::field(body, "messageKey")
+            .unwrap_or(code)
+            .to_string()
+            .into(),
         None => match serde_json::from_slice::<serde_json::Value>(body) {
             Ok(v) => {
                 let r = &v["response"];
                 match r["returncode"].as_str() {
                     Some("SUCCESS") => "SUCCESS".into(),
-                    _ => r["messageKey"].as_str().unwrap_or("FAILED").to_string(),
+                    _ => r["messageKey"]
+                        .as_str()
+                        .unwrap_or("FAILED")
+                        .to_string()
+                        .into(),
                 }
             }
             Err(_) => "-".into(),
@@ -433,7 +441,7 @@ impl Router {
                         if !xml::is_success(&answer.body) {
                             tracing::warn!(
                                 server = server.name(),
-                                result = summarize(&answer.body),
+                                result = &*summarize(&answer.body),
                                 "left out of the merged {}",
                                 request.call.name()
                             );

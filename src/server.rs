@@ -460,7 +460,7 @@ pub async fn handle(app: &App, request: Request<Incoming>) -> Response<Body> {
         call = call_name,
         meeting = meeting_id.as_deref().unwrap_or("-"),
         server = outcome.server.as_deref().unwrap_or("-"),
-        result = outcome.result,
+        result = &*outcome.result,
         ms = format_args!("{:.1}", elapsed.as_secs_f64() * 1000.0),
         "request"
     );

@@ -10,18 +10,29 @@ use quick_xml::events::Event;
 
 /// The text of the first `<name>…</name>` in a small BBB answer, as sent
 /// (entities not decoded). Good for `returncode`, `messageKey`, `running`.
+/// Runs on every answer, so it looks for `<` and compares in place instead
+/// of building the tags.
 pub fn field<'a>(body: &'a [u8], name: &str) -> Option<&'a str> {
-    let open = format!("<{name}>");
-    let close = format!("</{name}>");
-    let start = find(body, open.as_bytes())? + open.len();
-    let len = find(&body[start..], close.as_bytes())?;
-    std::str::from_utf8(&body[start..start + len])
-        .ok()
-        .map(str::trim)
-}
-
-fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack.windows(needle.len()).position(|w| w == needle)
+    let name = name.as_bytes();
+    let tag_at = |from: usize, closing: bool| {
+        memchr::memchr_iter(b'<', &body[from..])
+            .map(|i| from + i)
+            .find(|&at| {
+                let rest = &body[at + 1..];
+                let rest = if closing {
+                    match rest.strip_prefix(b"/") {
+                        Some(rest) => rest,
+                        None => return false,
+                    }
+                } else {
+                    rest
+                };
+                rest.starts_with(name) && rest.get(name.len()) == Some(&b'>')
+            })
+    };
+    let start = tag_at(0, false)? + name.len() + 2;
+    let end = tag_at(start, true)?;
+    std::str::from_utf8(&body[start..end]).ok().map(str::trim)
 }
 
 /// `returncode` is SUCCESS.
@@ -218,6 +229,15 @@ mod tests {
         assert!(is_success(A.as_bytes()));
         assert!(!is_success(FAILED.as_bytes()));
         assert_eq!(field(A.as_bytes(), "running"), None);
+        // The first whole tag of that name, not a longer name or a closing
+        // tag; text up to its own closing tag, trimmed.
+        let body = b"<r><runningX>no</runningX></running><running> true </running></r>";
+        assert_eq!(field(body, "running"), Some("true"));
+        assert_eq!(field(b"<a><running>x</runningX>", "running"), None);
+        assert_eq!(field(b"<running>", "running"), None);
+        assert_eq!(field(b"<running></running>", "running"), Some(""));
+        assert_eq!(field(b"", "running"), None);
+        assert_eq!(field(b"<", "running"), None);
     }
 
     #[test]
