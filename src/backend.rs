@@ -1,19 +1,28 @@
-//! The one pooled HTTP(S) client that talks to the BBB servers.
+//! The pooled HTTP(S) client that talks to the BBB servers.
 //!
 //! Owns connection reuse, TLS (rustls with the system's roots plus
 //! `SSL_CERT_FILE`), the connect and response timeouts, and telling apart a
 //! request that never reached a server (safe to send elsewhere) from one that
 //! may have. Does not own signing (see `api`) or what to do with an answer.
+//!
+//! The pool is a list of idle HTTP/1.1 connections per server, owned by one
+//! event loop (each loop has its own `Backend`): a request takes the most
+//! recently used idle connection, or opens one, and puts it back when the
+//! answer has been read. hyper-util's general-purpose pool did the same with
+//! three hash-map operations and a waiter queue per request; this is a third
+//! of the instructions (see the README's performance section).
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
-use hyper::header::{CONTENT_TYPE, HeaderValue};
-use hyper::{Method, Request, StatusCode};
+use hyper::client::conn::http1;
+use hyper::header::{CONTENT_TYPE, HOST, HeaderValue};
+use hyper::{Method, Request, StatusCode, Uri};
 use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
-use std::time::Duration;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tower_service::Service;
 
 /// An answer from a BBB server, kept as it came.
 #[derive(Clone, Debug)]
@@ -49,15 +58,91 @@ impl BackendError {
     }
 }
 
-/// The pooled client. Cheap to clone.
+/// An idle connection is closed after this long unused (BBB's nginx closes
+/// its side after 75 s; closing first avoids sending on a dying one).
+const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Idle connections kept per server; more are closed when put back.
+const MAX_IDLE: usize = 64;
+
+type Sender = http1::SendRequest<Full<Bytes>>;
+
+struct Idle {
+    sender: Sender,
+    since: Instant,
+}
+
+/// Idle connections by server (`scheme://authority`).
+type Pool = Arc<Mutex<HashMap<String, Vec<Idle>>>>;
+
+/// The client. Cheap to clone; clones share one pool.
 #[derive(Clone)]
 pub struct Backend {
-    client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
+    connector: HttpsConnector<HttpConnector>,
+    pool: Pool,
     /// Built once (the CA files are read once), shared by every pool.
-    tls: std::sync::Arc<rustls::ClientConfig>,
+    tls: Arc<rustls::ClientConfig>,
     connect_timeout: Duration,
     response_timeout: Duration,
     max_answer: usize,
+}
+
+/// Where a request goes, split out of its URL once (one parse: this runs
+/// for every call to a server).
+struct Destination<'a> {
+    /// `scheme://authority` of the URL: the pool's key.
+    origin: &'a str,
+    scheme: hyper::http::uri::Scheme,
+    authority: hyper::http::uri::Authority,
+    /// Path and query: an HTTP/1.1 request line carries only these.
+    target: Uri,
+}
+
+impl<'a> Destination<'a> {
+    fn parse(url: &'a str) -> Option<Destination<'a>> {
+        let uri: Uri = url.parse().ok()?;
+        let mut parts = uri.into_parts();
+        let scheme = parts.scheme.take()?;
+        let authority = parts.authority.take()?;
+        let after_scheme = url.find("://")? + 3;
+        let origin = &url[..after_scheme + authority.as_str().len()];
+        let target = match parts.path_and_query.take() {
+            Some(pq) => Uri::from(pq),
+            None => Uri::from_static("/"),
+        };
+        Some(Destination {
+            origin,
+            scheme,
+            authority,
+            target,
+        })
+    }
+
+    /// The Host header, as hyper-util's client writes it: the port only
+    /// when it is not the scheme's own.
+    fn host(&self) -> Option<HeaderValue> {
+        let host = self.authority.host();
+        let secure = self.scheme == hyper::http::uri::Scheme::HTTPS;
+        let default_port = match self.authority.port_u16() {
+            None => true,
+            Some(port) => port == if secure { 443 } else { 80 },
+        };
+        let value = if default_port {
+            host.to_string()
+        } else {
+            format!("{host}:{}", self.authority.port_u16()?)
+        };
+        HeaderValue::from_maybe_shared(Bytes::from(value)).ok()
+    }
+
+    /// What the connector needs: scheme and authority.
+    fn connect_uri(&self) -> Option<Uri> {
+        Uri::builder()
+            .scheme(self.scheme.clone())
+            .authority(self.authority.clone())
+            .path_and_query("/")
+            .build()
+            .ok()
+    }
 }
 
 impl Backend {
@@ -66,19 +151,14 @@ impl Backend {
         response_timeout: Duration,
         max_answer: usize,
     ) -> Backend {
-        let tls = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
             rustls::crypto::ring::default_provider(),
         ))
         .with_safe_default_protocol_versions()
         .expect("ring supports the default TLS versions")
         .with_root_certificates(root_store())
         .with_no_client_auth();
-        Backend::with_tls(
-            std::sync::Arc::new(tls),
-            connect_timeout,
-            response_timeout,
-            max_answer,
-        )
+        Backend::with_tls(Arc::new(tls), connect_timeout, response_timeout, max_answer)
     }
 
     /// A client with its own connection pool and the same settings, for
@@ -94,7 +174,7 @@ impl Backend {
     }
 
     fn with_tls(
-        tls: std::sync::Arc<rustls::ClientConfig>,
+        tls: Arc<rustls::ClientConfig>,
         connect_timeout: Duration,
         response_timeout: Duration,
         max_answer: usize,
@@ -103,19 +183,14 @@ impl Backend {
         http.enforce_http(false);
         http.set_connect_timeout(Some(connect_timeout));
         http.set_nodelay(true);
-        let https = hyper_rustls::HttpsConnectorBuilder::new()
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
             .with_tls_config((*tls).clone())
             .https_or_http()
             .enable_http1()
             .wrap_connector(http);
-        let client = Client::builder(TokioExecutor::new())
-            // Without a timer the pool's idle timeout silently does nothing.
-            .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(Duration::from_secs(60))
-            .pool_max_idle_per_host(64)
-            .build(https);
         Backend {
-            client,
+            connector,
+            pool: Pool::default(),
             tls,
             connect_timeout,
             response_timeout,
@@ -137,22 +212,61 @@ impl Backend {
         content_type: Option<&HeaderValue>,
         body: Bytes,
     ) -> Result<Answer, BackendError> {
-        let mut request = Request::builder().method(method).uri(uri);
+        let bad_url = || BackendError::NotConnected("bad server URL".into());
+        let to = Destination::parse(uri).ok_or_else(bad_url)?;
+        let mut request = Request::builder()
+            .method(method)
+            .uri(to.target.clone())
+            .header(HOST, to.host().ok_or_else(bad_url)?);
         if let Some(ct) = content_type {
             request = request.header(CONTENT_TYPE, ct);
         }
         let request = request
             .body(Full::new(body))
             .map_err(|e| BackendError::NotConnected(format!("bad request: {e}")))?;
-        let started = std::time::Instant::now();
-        let exchange = async {
-            let response = self.client.request(request).await.map_err(|e| {
-                if e.is_connect() {
-                    BackendError::NotConnected(describe(&e))
-                } else {
-                    BackendError::Broken(describe(&e))
+        let started = Instant::now();
+        match tokio::time::timeout(self.response_timeout, self.exchange(&to, request)).await {
+            Ok(result) => result.map(|(status, content_type, location, body)| Answer {
+                status,
+                content_type,
+                location,
+                body,
+                elapsed: started.elapsed(),
+            }),
+            Err(_) => Err(BackendError::Timeout(self.response_timeout)),
+        }
+    }
+
+    /// Sends on an idle connection, or a new one. A request that an idle
+    /// connection could not take (the server had just closed it) never left:
+    /// it goes out once more on a new connection.
+    async fn exchange(
+        &self,
+        to: &Destination<'_>,
+        mut request: Request<Full<Bytes>>,
+    ) -> Result<(StatusCode, Option<HeaderValue>, Option<HeaderValue>, Bytes), BackendError> {
+        loop {
+            let (mut sender, reused) = match self.checkout(to.origin) {
+                Some(sender) => (sender, true),
+                None => (self.connect(to).await?, false),
+            };
+            if sender.ready().await.is_err() {
+                if reused {
+                    continue;
                 }
-            })?;
+                return Err(BackendError::NotConnected("connection closed".into()));
+            }
+            let response = match sender.try_send_request(request).await {
+                Ok(response) => response,
+                Err(mut e) => match e.take_message() {
+                    Some(unsent) if reused => {
+                        request = unsent;
+                        continue;
+                    }
+                    Some(_) => return Err(BackendError::NotConnected(describe(e.error()))),
+                    None => return Err(BackendError::Broken(describe(e.error()))),
+                },
+            };
             let (parts, body) = response.into_parts();
             let body = Limited::new(body, self.max_answer)
                 .collect()
@@ -165,18 +279,75 @@ impl Backend {
                     }
                 })?
                 .to_bytes();
-            Ok(Answer {
-                status: parts.status,
-                content_type: parts.headers.get(CONTENT_TYPE).cloned(),
-                location: parts.headers.get(hyper::header::LOCATION).cloned(),
+            self.checkin(to.origin, sender);
+            let header = |name| parts.headers.get(name).cloned();
+            return Ok((
+                parts.status,
+                header(CONTENT_TYPE),
+                header(hyper::header::LOCATION),
                 body,
-                elapsed: started.elapsed(),
-            })
-        };
-        match tokio::time::timeout(self.response_timeout, exchange).await {
-            Ok(result) => result,
-            Err(_) => Err(BackendError::Timeout(self.response_timeout)),
+            ));
         }
+    }
+
+    /// The most recently used idle connection that is still open and fresh.
+    fn checkout(&self, origin: &str) -> Option<Sender> {
+        let mut pool = self.pool.lock().unwrap_or_else(|e| e.into_inner());
+        let idle = pool.get_mut(origin)?;
+        while let Some(conn) = idle.pop() {
+            if !conn.sender.is_closed() && conn.since.elapsed() < IDLE_TIMEOUT {
+                return Some(conn.sender);
+            }
+        }
+        None
+    }
+
+    /// Back to the pool, unless it is closing; stale ones are dropped.
+    fn checkin(&self, origin: &str, sender: Sender) {
+        if sender.is_closed() {
+            return;
+        }
+        let mut pool = self.pool.lock().unwrap_or_else(|e| e.into_inner());
+        let idle = match pool.get_mut(origin) {
+            Some(idle) => idle,
+            None => pool.entry(origin.to_string()).or_default(),
+        };
+        // The oldest are at the front.
+        let stale = idle
+            .iter()
+            .take_while(|c| c.since.elapsed() >= IDLE_TIMEOUT || c.sender.is_closed())
+            .count();
+        idle.drain(..stale);
+        if idle.len() < MAX_IDLE {
+            idle.push(Idle {
+                sender,
+                since: Instant::now(),
+            });
+        }
+    }
+
+    /// Opens a connection (TCP, TLS for https) within the connect timeout;
+    /// its I/O runs as a task on this event loop.
+    async fn connect(&self, to: &Destination<'_>) -> Result<Sender, BackendError> {
+        let uri = to
+            .connect_uri()
+            .ok_or_else(|| BackendError::NotConnected("bad server URL".into()))?;
+        let mut connector = self.connector.clone();
+        let io = async {
+            std::future::poll_fn(|cx| connector.poll_ready(cx)).await?;
+            connector.call(uri).await
+        };
+        let io = io
+            .await
+            .map_err(|e| BackendError::NotConnected(describe(e.as_ref())))?;
+        let (sender, connection) = http1::handshake(io)
+            .await
+            .map_err(|e| BackendError::NotConnected(describe(&e)))?;
+        tokio::spawn(async move {
+            // Ends when the server closes or the last sender is dropped.
+            let _ = connection.await;
+        });
+        Ok(sender)
     }
 }
 
@@ -212,4 +383,36 @@ fn root_store() -> rustls::RootCertStore {
     let (added, ignored) = roots.add_parsable_certificates(certs);
     tracing::debug!(added, ignored, "loaded CA certificates");
     roots
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_url_splits_into_pool_key_host_and_request_target() {
+        let url =
+            "https://bbb1.example.org/bigbluebutton/api/getMeetingInfo?meetingID=a&checksum=f";
+        let to = Destination::parse(url).unwrap();
+        assert_eq!(to.origin, "https://bbb1.example.org");
+        assert_eq!(
+            to.target.to_string(),
+            "/bigbluebutton/api/getMeetingInfo?meetingID=a&checksum=f"
+        );
+        assert_eq!(to.host().unwrap(), "bbb1.example.org");
+        assert_eq!(
+            to.connect_uri().unwrap().to_string(),
+            "https://bbb1.example.org/"
+        );
+        let host = |url: &str| Destination::parse(url).unwrap().host().unwrap();
+        assert_eq!(host("https://b.example.org:443/x"), "b.example.org");
+        assert_eq!(host("http://b.example.org:80/x"), "b.example.org");
+        assert_eq!(host("https://b.example.org:8443/x"), "b.example.org:8443");
+        assert_eq!(host("http://127.0.0.1:3000/x"), "127.0.0.1:3000");
+        assert_eq!(host("http://[::1]:3000/x"), "[::1]:3000");
+        let to = Destination::parse("http://127.0.0.1:3000/a?b").unwrap();
+        assert_eq!(to.origin, "http://127.0.0.1:3000");
+        assert!(Destination::parse("not a url").is_none());
+        assert!(Destination::parse("/relative?x").is_none());
+    }
 }

@@ -16,6 +16,7 @@
 //! - [`config`]: environment and servers.json;
 //! - [`health`]: start-up probe, poller, up/down hysteresis, load figures;
 //! - [`metrics`]: Prometheus `/metrics` and `/healthz`, on their own address;
+//! - [`logging`]: log lines to stderr, text or JSON;
 //! - [`cli`]: subcommands and flags; [`status`]: `status` and `check`;
 //! - [`sim`]: a simulated BBB server for tests and the demo;
 //! - [`demo`]: the balancer in front of three simulated servers.
@@ -29,6 +30,7 @@ pub mod demo;
 pub mod errors;
 pub mod fanout;
 pub mod health;
+pub mod logging;
 pub mod metrics;
 pub mod placement;
 pub mod routing;
@@ -38,22 +40,7 @@ pub mod state;
 pub mod status;
 pub mod xml;
 
-/// Logs to stderr, filtered by `filter` (e.g. `info`, `tinyscale=debug`):
-/// human-readable lines, or one JSON object per line for log shippers.
-pub fn init_logging(filter: &str, format: config::LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_new(filter)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_target(false);
-    let _ = match format {
-        config::LogFormat::Text => builder
-            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-            .try_init(),
-        config::LogFormat::Json => builder.json().with_ansi(false).try_init(),
-    };
-}
+pub use logging::init_logging;
 
 /// A future that completes on SIGTERM or SIGINT (Ctrl-C). The handlers are
 /// installed when this is called, not when the future is first polled, so a

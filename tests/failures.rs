@@ -224,3 +224,28 @@ async fn one_bad_server_does_not_stop_the_start() {
     );
     assert_eq!(get(&url).await.returncode(), Some("SUCCESS"));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn connections_a_server_closed_while_idle_cost_no_failed_call() {
+    // BBB's nginx closes keep-alive connections after 75 s idle. A request
+    // that finds its pooled connection closed, or closing, goes out on a new
+    // one: the client sees nothing of it, and nothing is logged as failed.
+    let cluster = Cluster::start(2).await;
+    let holder = cluster.create("kept-alive").await;
+    for round in 0..30 {
+        cluster.sims[holder].close_idle_connections();
+        if round % 3 == 1 {
+            // Give the balancer time to see the close, too.
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        let reply = cluster.call("getMeetingInfo", "meetingID=kept-alive").await;
+        assert_eq!(
+            reply.returncode(),
+            Some("SUCCESS"),
+            "round {round}: {}",
+            reply.body
+        );
+    }
+    let logs = cluster.lb.logs();
+    assert!(!logs.contains("WARN"), "{logs}");
+}

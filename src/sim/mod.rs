@@ -72,6 +72,8 @@ pub struct SeenRequest {
 struct Control {
     mode: Mode,
     stopped: bool,
+    /// Bumped by [`SimHandle::close_idle_connections`].
+    idle_closes: u64,
 }
 
 impl Control {
@@ -142,6 +144,7 @@ impl SimHandle {
             control: watch::Sender::new(Control {
                 mode: Mode::Normal,
                 stopped: false,
+                idle_closes: 0,
             }),
             listener: Mutex::new(Some(listener)),
             connections: watch::Sender::new(0),
@@ -195,6 +198,13 @@ impl SimHandle {
                 }
             }
         }
+    }
+
+    /// Closes every open connection that is between requests (one in the
+    /// middle of a request closes after its answer), as a web server does
+    /// when its keep-alive timeout runs out. The listener stays open.
+    pub fn close_idle_connections(&self) {
+        self.inner.control.send_modify(|c| c.idle_closes += 1);
     }
 
     pub fn has_meeting(&self, meeting_id: &str) -> bool {
@@ -398,9 +408,13 @@ impl Drop for ConnectionCount {
 async fn serve_connection(inner: Arc<Inner>, stream: TcpStream) {
     let _count = ConnectionCount(inner.clone());
     let mut control = inner.control.subscribe();
-    if control.borrow_and_update().closes_connections() {
-        return;
-    }
+    let mut idle_closes = {
+        let now = control.borrow_and_update();
+        if now.closes_connections() {
+            return;
+        }
+        now.idle_closes
+    };
     let service_inner = inner.clone();
     let service = service_fn(move |req| handle(service_inner.clone(), req));
     let mut builder = http1::Builder::new();
@@ -419,9 +433,14 @@ async fn serve_connection(inner: Arc<Inner>, stream: TcpStream) {
                 return;
             }
             changed = control.changed() => {
+                let now = *control.borrow_and_update();
                 // Dropping the connection closes the socket.
-                if changed.is_err() || control.borrow_and_update().closes_connections() {
+                if changed.is_err() || now.closes_connections() {
                     return;
+                }
+                if now.idle_closes != idle_closes {
+                    idle_closes = now.idle_closes;
+                    connection.as_mut().graceful_shutdown();
                 }
             }
         }
