@@ -2,7 +2,7 @@
 # Runs the benchmark as the README describes: installs nginx (the plain-proxy
 # baseline) if it is missing and this is a Debian/Ubuntu machine we may
 # install on, builds in release mode, and runs tinyscale-bench.
-#   bash bench/run.sh [--quick] [--out FILE]
+#   bash bench/run.sh [--quick] [--out FILE] [--instructions]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if ! [ -x /usr/sbin/nginx ] && command -v apt-get >/dev/null 2>&1; then
@@ -10,6 +10,16 @@ if ! [ -x /usr/sbin/nginx ] && command -v apt-get >/dev/null 2>&1; then
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light >/dev/null
   else
     echo "nginx is not installed (sudo apt-get install nginx-light); its column will stay empty" >&2
+  fi
+fi
+# --instructions counts instructions under valgrind's callgrind.
+if [[ " $* " == *" --instructions "* ]] && ! command -v valgrind >/dev/null 2>&1 \
+  && command -v apt-get >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ]; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq valgrind >/dev/null
+  else
+    echo "valgrind is not installed (sudo apt-get install valgrind)" >&2
+    exit 1
   fi
 fi
 # Debian starts the packaged nginx on port 80; the benchmark runs its own.

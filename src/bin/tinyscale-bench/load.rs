@@ -214,23 +214,53 @@ pub async fn throughput(source: Source, concurrency: usize, duration: Duration) 
     total
 }
 
-/// One connection sending `rate` calls a second for `duration`: latency at
-/// a light, fixed load.
-pub async fn paced(source: Source, rate: f64, duration: Duration) -> Outcome {
+/// One of the targets [`paced_together`] measures side by side.
+pub enum Step {
+    /// One call at a time on a keep-alive connection.
+    Call(Source),
+    /// A group of calls sent at once, timed until the last answer.
+    FanOut(Arc<dyn Fn(usize) -> Vec<Call> + Send + Sync>),
+}
+
+/// Latency at a light, fixed load for several targets at once: at each of
+/// `rate` ticks a second, one call to each target, one after another, in an
+/// order that turns every tick. So every target meets the same moments of
+/// the machine's noise, which two runs one after the other do not.
+pub async fn paced_together(steps: &[Step], rate: f64, duration: Duration) -> Vec<Outcome> {
     let started = Instant::now();
-    let mut outcome = Outcome::default();
-    let mut conn = Conn::default();
+    let mut outcomes: Vec<Outcome> = steps.iter().map(|_| Outcome::default()).collect();
+    let mut conns: Vec<Conn> = steps.iter().map(|_| Conn::default()).collect();
+    let mut fans: Vec<FanOut> = steps
+        .iter()
+        .map(|s| match s {
+            Step::FanOut(calls) => FanOut::new(calls(0).len()),
+            Step::Call(_) => FanOut::new(0),
+        })
+        .collect();
     let mut ticker = tokio::time::interval(Duration::from_secs_f64(1.0 / rate));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut n = 0;
     while started.elapsed() < duration {
         ticker.tick().await;
-        let call = source(n);
+        for k in 0..steps.len() {
+            let i = (n + k) % steps.len();
+            match &steps[i] {
+                Step::Call(source) => outcomes[i].timed(&mut conns[i], &source(n)).await,
+                Step::FanOut(calls) => match fans[i].round(&calls(n)).await {
+                    Some(d) => {
+                        outcomes[i].ok += 1;
+                        outcomes[i].latencies.push((d.as_micros() as u32).max(1));
+                    }
+                    None => outcomes[i].errors += 1,
+                },
+            }
+        }
         n += 1;
-        outcome.timed(&mut conn, &call).await;
     }
-    outcome.elapsed = started.elapsed();
-    outcome
+    for outcome in &mut outcomes {
+        outcome.elapsed = started.elapsed();
+    }
+    outcomes
 }
 
 /// Sends every call at once (one connection each, kept for the next round)

@@ -18,6 +18,14 @@ use tinyscale::checksum::{Algorithm, signed_query};
 
 const SECRET: &str = "bench-secret";
 const CONCURRENCY: usize = 32;
+const LATENCY_COLUMNS: &[&str] = &[
+    "call",
+    "direct",
+    "nginx",
+    "tinyscale",
+    "tinyscale − direct",
+    "errors",
+];
 
 struct Opts {
     quick: bool,
@@ -299,42 +307,58 @@ async fn seed_meetings(sims: &[Sim], prefix: &str, per_server: usize) -> Vec<(St
     meetings
 }
 
-/// Latency of a call at a light fixed load, direct and through tinyscale.
+/// Latency of a call at a light fixed load: direct, through nginx and
+/// through tinyscale, side by side (see `load::paced_together`).
 async fn light_latency(
     setup: &Setup,
     name: &str,
     seconds: f64,
     source: impl Fn(Via) -> Source,
 ) -> Vec<String> {
-    let mut direct =
-        load::paced(source(Via::Direct), 200.0, Duration::from_secs_f64(seconds)).await;
-    let mut ts = load::paced(
-        source(Via::Tinyscale),
-        200.0,
-        Duration::from_secs_f64(seconds),
-    )
-    .await;
-    let _ = setup;
-    let q = |o: &mut Outcome| {
-        [
-            o.quantile_ms(0.5),
-            o.quantile_ms(0.99),
-            o.quantile_ms(0.999),
-        ]
-    };
-    let (d, t) = (q(&mut direct), q(&mut ts));
-    eprintln!("{name} latency: direct {d:?} ms, tinyscale {t:?} ms");
+    let mut steps = vec![load::Step::Call(source(Via::Direct))];
+    if setup.nginx.is_some() {
+        steps.push(load::Step::Call(source(Via::Nginx)));
+    }
+    steps.push(load::Step::Call(source(Via::Tinyscale)));
+    let mut outcomes = load::paced_together(&steps, 200.0, Duration::from_secs_f64(seconds)).await;
+    let mut ts = outcomes.pop().expect("tinyscale's");
+    let mut nginx = (outcomes.len() == 2).then(|| outcomes.pop().expect("nginx's"));
+    let mut direct = outcomes.pop().expect("direct's");
+    let errors = direct.errors + ts.errors + nginx.as_ref().map_or(0, |o| o.errors);
+    latency_row(name, &mut direct, nginx.as_mut(), &mut ts, errors)
+}
+
+fn quantiles(o: &mut Outcome) -> [f64; 3] {
+    [
+        o.quantile_ms(0.5),
+        o.quantile_ms(0.99),
+        o.quantile_ms(0.999),
+    ]
+}
+
+fn latency_row(
+    name: &str,
+    direct: &mut Outcome,
+    nginx: Option<&mut Outcome>,
+    ts: &mut Outcome,
+    errors: usize,
+) -> Vec<String> {
+    let (d, t) = (quantiles(direct), quantiles(ts));
+    let n = nginx.map(quantiles);
+    eprintln!("{name} latency: direct {d:?} ms, nginx {n:?} ms, tinyscale {t:?} ms");
+    let three = |q: [f64; 3]| format!("{:.3} / {:.3} / {:.3}", q[0], q[1], q[2]);
     vec![
         name.to_string(),
-        format!("{:.3} / {:.3} / {:.3}", d[0], d[1], d[2]),
-        format!("{:.3} / {:.3} / {:.3}", t[0], t[1], t[2]),
+        three(d),
+        n.map_or("—".into(), three),
+        three(t),
         format!(
-            "+{:.3} / +{:.3} / +{:.3}",
+            "{:+.3} / {:+.3} / {:+.3}",
             t[0] - d[0],
             t[1] - d[1],
             t[2] - d[2]
         ),
-        format!("{}", direct.errors + ts.errors),
+        format!("{errors}"),
     ]
 }
 
@@ -415,7 +439,7 @@ async fn main() {
     let (rounds, mut seconds, lat_seconds) = if opts.quick {
         (1, 1.0, 1.0)
     } else {
-        (2, 3.0, 4.0)
+        (2, 3.0, 8.0)
     };
     if let Some(s) = opts.seconds {
         seconds = s;
@@ -541,56 +565,19 @@ async fn main() {
             }
         })
     };
-    let mut direct_new = load::paced(
-        new_source(Via::Direct),
-        50.0,
-        Duration::from_secs_f64(lat_seconds),
-    )
-    .await;
-    let mut ts_new = load::paced(
-        new_source(Via::Tinyscale),
-        50.0,
-        Duration::from_secs_f64(lat_seconds),
-    )
-    .await;
-    let create_new = vec![
-        "create of a new meeting (10 servers searched)".to_string(),
-        format!(
-            "{:.3} / {:.3} / {:.3}",
-            direct_new.quantile_ms(0.5),
-            direct_new.quantile_ms(0.99),
-            direct_new.quantile_ms(0.999)
-        ),
-        format!(
-            "{:.3} / {:.3} / {:.3}",
-            ts_new.quantile_ms(0.5),
-            ts_new.quantile_ms(0.99),
-            ts_new.quantile_ms(0.999)
-        ),
-        format!(
-            "+{:.3} / +{:.3} / +{:.3}",
-            ts_new.quantile_ms(0.5) - direct_new.quantile_ms(0.5),
-            ts_new.quantile_ms(0.99) - direct_new.quantile_ms(0.99),
-            ts_new.quantile_ms(0.999) - direct_new.quantile_ms(0.999)
-        ),
-        format!("{}", direct_new.errors + ts_new.errors),
-    ];
-    eprintln!("create new: {create_new:?}");
     // The least any correct balancer must do for a new meeting: ask every
     // server at once whether it holds the ID (done here by the bench), then
-    // create it on one. This row is that search alone.
-    let search_rounds = (lat_seconds * 50.0) as usize;
-    let mut fan = load::FanOut::new(setup.sims.len());
-    let mut searches = Vec::new();
-    let mut search_errors = 0;
-    for n in 0..search_rounds {
-        let calls: Vec<Call> = (0..setup.sims.len())
-            .map(|i| {
-                let (addr, target) = split_url(&setup.url(
-                    Via::Direct,
-                    "getMeetingInfo",
-                    &format!("meetingID=nobody-{n}"),
-                    i,
+    // create it on one. The search alone is measured beside the creates.
+    let search_sims = setup.sims.clone();
+    let search: Arc<dyn Fn(usize) -> Vec<Call> + Send + Sync> = Arc::new(move |n| {
+        search_sims
+            .iter()
+            .map(|sim| {
+                let query = format!("meetingID=nobody-{n}");
+                let (addr, target) = split_url(&format!(
+                    "{}/bigbluebutton/api/getMeetingInfo?{}",
+                    sim.url,
+                    signed_query("getMeetingInfo", &query, &sim.secret, Algorithm::Sha1)
                 ));
                 Call {
                     addr,
@@ -598,26 +585,34 @@ async fn main() {
                     check: Check::Body(vec!["<messageKey>notFound</messageKey>".into()]),
                 }
             })
-            .collect();
-        match fan.round(&calls).await {
-            Some(d) => searches.push((d.as_micros() as u32).max(1)),
-            None => search_errors += 1,
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let mut search = Outcome {
-        latencies: searches,
-        errors: search_errors,
-        ..Outcome::default()
-    };
+            .collect()
+    });
+    let mut outcomes = load::paced_together(
+        &[
+            load::Step::Call(new_source(Via::Direct)),
+            load::Step::Call(new_source(Via::Tinyscale)),
+            load::Step::FanOut(search),
+        ],
+        50.0,
+        Duration::from_secs_f64(lat_seconds),
+    )
+    .await;
+    let mut search = outcomes.pop().expect("search");
+    let mut ts_new = outcomes.pop().expect("tinyscale's");
+    let mut direct_new = outcomes.pop().expect("direct's");
+    let new_errors = direct_new.errors + ts_new.errors;
+    let create_new = latency_row(
+        "create of a new meeting (10 servers searched)",
+        &mut direct_new,
+        None,
+        &mut ts_new,
+        new_errors,
+    );
+    let s = quantiles(&mut search);
     let search_row = vec![
         "(the search alone: 10 servers asked at once by the bench)".to_string(),
-        format!(
-            "{:.3} / {:.3} / {:.3}",
-            search.quantile_ms(0.5),
-            search.quantile_ms(0.99),
-            search.quantile_ms(0.999)
-        ),
+        format!("{:.3} / {:.3} / {:.3}", s[0], s[1], s[2]),
+        "—".into(),
         "—".into(),
         "—".into(),
         format!("{}", search.errors),
@@ -633,13 +628,7 @@ async fn main() {
         .await,
     );
     if opts.only.is_some() {
-        println!(
-            "{}",
-            table(
-                &["call", "direct", "tinyscale", "added", "errors"],
-                &latency_rows
-            )
-        );
+        println!("{}", table(LATENCY_COLUMNS, &latency_rows));
         return;
     }
     let list_rounds = if opts.quick { 20 } else { 100 };
@@ -727,12 +716,9 @@ async fn main() {
     ));
     let _ = writeln!(
         report,
-        "\nLatency at a light load (ms, p50 / p99 / p99.9; creates at 50/s, others at 200/s):\n"
+        "\nLatency at a light load (ms, p50 / p99 / p99.9; creates at 50/s, others at 200/s; the targets of a row take turns, call by call):\n"
     );
-    report.push_str(&table(
-        &["call", "direct", "tinyscale", "added", "errors"],
-        &latency_rows,
-    ));
+    report.push_str(&table(LATENCY_COLUMNS, &latency_rows));
     let _ = writeln!(
         report,
         "\nMerged lists (ms, median; baseline: the bench asks every server at once and waits for the slowest):\n"
