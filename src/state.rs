@@ -221,13 +221,17 @@ impl State {
         if meetings.len() >= PRUNE_ABOVE {
             meetings.retain(|_, owner| now.duration_since(owner.confirmed) < STALE_AFTER);
         }
-        meetings.insert(
-            meeting_id.to_string(),
-            Owner {
-                server: server.id.clone(),
-                confirmed: now,
-            },
-        );
+        let owner = Owner {
+            server: server.id.clone(),
+            confirmed: now,
+        };
+        // Most calls confirm a meeting already known: no new key then.
+        match meetings.get_mut(meeting_id) {
+            Some(known) => *known = owner,
+            None => {
+                meetings.insert(meeting_id.to_string(), owner);
+            }
+        }
     }
 
     /// Forgets the meeting, if it is still recorded on the server `server_id`.
