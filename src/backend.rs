@@ -64,6 +64,13 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Idle connections kept per server; more are closed when put back.
 const MAX_IDLE: usize = 64;
 
+/// The most a connection buffers of an answer at a time; larger answers
+/// (getMeetings, getRecordings) stream through in pieces. Without a cap
+/// hyper grows a connection's buffer to fit the largest answer it has read
+/// and keeps it: 100 pooled connections that once carried a getMeetings
+/// would hold megabytes.
+const READ_BUFFER: usize = 16 * 1024;
+
 type Sender = http1::SendRequest<Full<Bytes>>;
 
 struct Idle {
@@ -340,7 +347,9 @@ impl Backend {
         let io = io
             .await
             .map_err(|e| BackendError::NotConnected(describe(e.as_ref())))?;
-        let (sender, connection) = http1::handshake(io)
+        let (sender, connection) = http1::Builder::new()
+            .max_buf_size(READ_BUFFER)
+            .handshake(io)
             .await
             .map_err(|e| BackendError::NotConnected(describe(&e)))?;
         tokio::spawn(async move {

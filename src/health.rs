@@ -285,7 +285,9 @@ pub async fn run_poller(
             _ = ticker.tick() => {}
             _ = &mut shutdown => return,
         }
-        for server in state.cluster().list.iter() {
+        let cluster = state.cluster();
+        let count = cluster.list.len().max(1) as u32;
+        for (n, server) in cluster.list.iter().enumerate() {
             if server.spec.state == ServerState::Disabled {
                 continue;
             }
@@ -296,8 +298,14 @@ pub async fn run_poller(
                 }
                 health.polling = true;
             }
+            // Spread over the interval: each server is still polled once
+            // per interval, but their getMeetings answers (all meetings,
+            // all attendees) are not all in memory at the same moment, nor
+            // parsed in one burst.
+            let offset = interval / count * n as u32;
             let (state, backend, server) = (state.clone(), backend.clone(), server.clone());
             tokio::spawn(async move {
+                tokio::time::sleep(offset).await;
                 let result = poll(&state, &backend, &server, timeout).await;
                 server.health().polling = false;
                 note(&state, &server, result.failure().map_or(Ok(()), Err));

@@ -40,6 +40,48 @@ async fn get_meetings_merges_every_server() {
     assert!(reply.body.starts_with("<response>") && reply.body.trim_end().ends_with("</response>"));
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn large_answers_pass_whole() {
+    // An answer far larger than the balancer's read buffer per connection
+    // (16 KiB) streams through it: every meeting, every attendee, each
+    // element exactly as the server sent it.
+    let cluster = Cluster::start(2).await;
+    for n in 0..40 {
+        let id = format!("big-{n}");
+        let holder = cluster.create(&id).await;
+        for a in 0..10 {
+            cluster.sims[holder].add_attendee(
+                &id,
+                &format!("Attendee {a} of a large class"),
+                "VIEWER",
+                true,
+            );
+        }
+    }
+    let mut direct_meetings = Vec::new();
+    for sim in &cluster.sims {
+        let answer = direct(sim, "getMeetings", "").await;
+        direct_meetings.extend(
+            answer
+                .body
+                .split("<meeting>")
+                .skip(1)
+                .map(|m| m.split("</meeting>").next().unwrap().to_string()),
+        );
+    }
+    let reply = cluster.call("getMeetings", "").await;
+    assert!(
+        reply.body.len() > 64 * 1024,
+        "only {} bytes",
+        reply.body.len()
+    );
+    assert_eq!(reply.body.matches("<meeting>").count(), 40);
+    assert_eq!(reply.body.matches("<attendee>").count(), 400);
+    for meeting in &direct_meetings {
+        assert!(reply.body.contains(meeting.as_str()));
+    }
+}
+
 fn seed(cluster: &Cluster) {
     cluster.sims[0].seed_recording("rec-a", "course-1", "Lecture A", true);
     cluster.sims[1].seed_recording("rec-b", "course-1", "Lecture B", false);
