@@ -8,6 +8,7 @@
 //! - [`checksum`]: BBB's checksum rules (pure);
 //! - [`routing`]: where each call goes and what is answered;
 //! - [`state`]: servers and health, meeting → server, creates in flight;
+//! - [`meetings`]: the meeting → server map, indexed by server too;
 //! - [`placement`]: round-robin / least-loaded choice of a new meeting's server (pure);
 //! - [`backend`]: the pooled HTTP(S) client to the BBB servers;
 //! - [`fanout`]: one request to many servers at once, in the calling task;
@@ -31,6 +32,7 @@ pub mod errors;
 pub mod fanout;
 pub mod health;
 pub mod logging;
+pub mod meetings;
 pub mod metrics;
 pub mod placement;
 pub mod routing;

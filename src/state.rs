@@ -11,6 +11,7 @@
 
 use crate::config::{ServerSpec, ServerState, Strategy};
 use crate::health::{Health, Transition};
+use crate::meetings::Meetings;
 use crate::placement::{self, Candidate};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -47,14 +48,7 @@ impl Server {
     }
 }
 
-/// Where a meeting was last seen.
-#[derive(Clone, Debug)]
-pub struct Owner {
-    /// The server's id; it may since have been removed or disabled.
-    pub server: Arc<str>,
-    /// When the server last said it holds the meeting.
-    pub confirmed: Instant,
-}
+pub use crate::meetings::Owner;
 
 /// The servers, as one consistent list, swapped whole on reload so that no
 /// request sees half an update.
@@ -111,7 +105,7 @@ pub struct State {
     // The RwLock is held only to clone the Arc.
     cluster: RwLock<Arc<Cluster>>,
     // std Mutex: held for a map operation only, never across an .await.
-    meetings: Mutex<HashMap<String, Owner>>,
+    meetings: Mutex<Meetings>,
     creates: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     // Choosing a server and reserving load on it is one step, so a burst of
     // creates sees each other's reservations.
@@ -133,7 +127,7 @@ impl State {
     ) -> State {
         let state = State {
             cluster: RwLock::new(Arc::new(Cluster::default())),
-            meetings: Mutex::new(HashMap::new()),
+            meetings: Mutex::new(Meetings::default()),
             creates: Mutex::new(HashMap::new()),
             placing: Mutex::new(()),
             next: AtomicUsize::new(0),
@@ -221,35 +215,19 @@ impl State {
         if meetings.len() >= PRUNE_ABOVE {
             meetings.retain(|_, owner| now.duration_since(owner.confirmed) < STALE_AFTER);
         }
-        let owner = Owner {
-            server: server.id.clone(),
-            confirmed: now,
-        };
-        // Most calls confirm a meeting already known: no new key then.
-        match meetings.get_mut(meeting_id) {
-            Some(known) => *known = owner,
-            None => {
-                meetings.insert(meeting_id.to_string(), owner);
-            }
-        }
+        meetings.set(meeting_id, &server.id, now);
     }
 
     /// Forgets the meeting, if it is still recorded on the server `server_id`.
     pub fn forget(&self, meeting_id: &str, server_id: &str) {
-        let mut meetings = self.meetings();
-        if meetings
-            .get(meeting_id)
-            .is_some_and(|o| &*o.server == server_id)
-        {
-            meetings.remove(meeting_id);
-        }
+        self.meetings().remove_if_on(meeting_id, server_id);
     }
 
     pub fn known_meetings(&self) -> usize {
         self.meetings().len()
     }
 
-    fn meetings(&self) -> MutexGuard<'_, HashMap<String, Owner>> {
+    fn meetings(&self) -> MutexGuard<'_, Meetings> {
         lock(&self.meetings)
     }
 
@@ -258,33 +236,24 @@ impl State {
     /// did not list have ended — unless they were confirmed after the poll
     /// began (a create that raced the poll is not dropped by its older
     /// answer). Meetings placed since the poll began keep their reservation.
+    /// Touches only this server's meetings and the ones it listed.
     pub fn apply_poll(&self, server: &Server, started: Instant, meeting_ids: &[String]) {
         {
             let mut meetings = self.meetings();
             let listed: std::collections::HashSet<&str> =
                 meeting_ids.iter().map(String::as_str).collect();
-            meetings.retain(|id, owner| {
-                owner.server != server.id
-                    || owner.confirmed > started
-                    || listed.contains(id.as_str())
-            });
+            for id in meetings.on_server(&server.id) {
+                let ended = !listed.contains(&*id)
+                    && meetings.get(&id).is_some_and(|o| o.confirmed <= started);
+                if ended {
+                    meetings.remove_if_on(&id, &server.id);
+                }
+            }
             for id in meeting_ids {
-                match meetings.get_mut(id.as_str()) {
+                match meetings.get(id) {
                     // Seen elsewhere after this poll began: the newer word wins.
                     Some(owner) if owner.confirmed > started => {}
-                    Some(owner) => {
-                        owner.server = server.id.clone();
-                        owner.confirmed = started;
-                    }
-                    None => {
-                        meetings.insert(
-                            id.clone(),
-                            Owner {
-                                server: server.id.clone(),
-                                confirmed: started,
-                            },
-                        );
-                    }
+                    _ => meetings.set(id, &server.id, started),
                 }
             }
         }
@@ -482,6 +451,30 @@ mod tests {
             "raced the poll: kept"
         );
         assert!(state.owner("seen").is_some(), "seen by the poll: known");
+        state.meetings().check_index();
+    }
+
+    #[test]
+    fn a_poll_touches_only_its_own_server_and_what_it_listed() {
+        let state = State::with_defaults(vec![spec(1), spec(2)]);
+        let cluster = state.cluster();
+        let (one, two) = (&cluster.list[0], &cluster.list[1]);
+        state.remember("on-one", one);
+        state.remember("on-two", two);
+        state.remember("moved", one);
+        let poll_started = Instant::now();
+        // Server two's poll lists "moved" (it ended on one and was made
+        // again on two, say) and not "on-two", which has ended.
+        state.apply_poll(two, poll_started, &["moved".to_string()]);
+        assert_eq!(&*state.owner("on-one").unwrap().server, one.name());
+        assert!(state.owner("on-two").is_none());
+        assert_eq!(&*state.owner("moved").unwrap().server, two.name());
+        state.meetings().check_index();
+        // One's poll then lists only "on-one": "moved" is two's now.
+        state.apply_poll(one, Instant::now(), &["on-one".to_string()]);
+        assert_eq!(&*state.owner("moved").unwrap().server, two.name());
+        assert_eq!(state.known_meetings(), 2);
+        state.meetings().check_index();
     }
 
     #[test]
