@@ -79,6 +79,7 @@ where
         let mut fields = Fields {
             line: &mut line,
             first: true,
+            sanitize: writer.sanitizes_ansi_escapes(),
         };
         event.record(&mut fields);
         line.push('\n');
@@ -92,6 +93,10 @@ where
 struct Fields<'a> {
     line: &'a mut String,
     first: bool,
+    /// Escape terminal control characters in the message, as the stock
+    /// formatter does (on by default): a message can carry text from
+    /// outside, such as a server's error.
+    sanitize: bool,
 }
 
 impl Fields<'_> {
@@ -133,10 +138,43 @@ impl Visit for Fields<'_> {
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
         if field.name() == "message" {
             self.pad();
+            let start = self.line.len();
             let _ = write!(self.line, "{value:?}");
+            if self.sanitize {
+                escape_controls(self.line, start);
+            }
         } else {
             self.name(field);
             let _ = write!(self.line, "{value:?}");
+        }
+    }
+}
+
+/// Escapes, in `line[start..]`, the characters tracing-subscriber's
+/// message sanitizing escapes (ESC, BEL, BS, FF, DEL and the C1 controls),
+/// the same way. The usual message has none: then nothing is copied.
+fn escape_controls(line: &mut String, start: usize) {
+    let is_control = |c: char| {
+        matches!(
+            c,
+            '\x1b' | '\x07' | '\x08' | '\x0c' | '\x7f' | '\u{80}'..='\u{9f}'
+        )
+    };
+    if !line[start..].contains(is_control) {
+        return;
+    }
+    let message = line.split_off(start);
+    for c in message.chars() {
+        match c {
+            '\x1b' => line.push_str("\\x1b"),
+            '\x07' => line.push_str("\\x07"),
+            '\x08' => line.push_str("\\x08"),
+            '\x0c' => line.push_str("\\x0c"),
+            '\x7f' => line.push_str("\\x7f"),
+            c if is_control(c) => {
+                let _ = write!(line, "\\u{{{:x}}}", c as u32);
+            }
+            c => line.push(c),
         }
     }
 }
@@ -233,6 +271,11 @@ mod tests {
         tracing::warn!(server = "x", "meeting search: server {} failed", 3);
         tracing::error!(n = 5u64, ok = true, "plain");
         tracing::debug!("only a message");
+        tracing::warn!(
+            bad = "esc \x1b[31m",
+            "server said \x1b[31mred\x07\x08\x0c\x7f\u{85} {}",
+            "end"
+        );
         let span = tracing::info_span!("outer", id = 7);
         let _entered = span.enter();
         tracing::info!(k = "v", "inside a span");
@@ -261,7 +304,8 @@ mod tests {
                 .collect::<Vec<_>>()
         };
         let (stock, ours) = (run(false), run(true));
-        assert_eq!(stock.len(), 5);
+        assert_eq!(stock.len(), 6);
+        assert!(stock[4].contains("\\x1b[31mred\\x07"), "{}", stock[4]);
         assert_eq!(stock, ours);
     }
 }
