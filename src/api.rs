@@ -241,7 +241,7 @@ impl ApiRequest {
                     None => std::borrow::Cow::Borrowed(unsigned.as_str()),
                 };
                 Outgoing {
-                    uri: own_call(server, call, &unsigned),
+                    uri: signed_url(server, call, &unsigned),
                     body: self.body.clone(),
                 }
             }
@@ -279,7 +279,7 @@ pub struct Outgoing {
 /// signed for `server`. For the client's own query, and for the calls
 /// tinyscale makes on its own behalf (owner search, recording lookup),
 /// whose query we build and encode ourselves.
-pub fn own_call(server: &ServerSpec, call: &str, query: &str) -> String {
+pub fn signed_url(server: &ServerSpec, call: &str, query: &str) -> String {
     let root = server.api_root();
     let mut uri = String::with_capacity(root.len() + call.len() + 1);
     uri.push_str(root);

@@ -162,7 +162,7 @@ impl Poll {
 /// says: its meetings, its figures, its health.
 pub async fn poll(state: &State, backend: &Backend, server: &Server, timeout: Duration) -> Poll {
     let started = Instant::now();
-    let uri = api::own_call(&server.spec, "getMeetings", "");
+    let uri = api::signed_url(&server.spec, "getMeetings", "");
     match tokio::time::timeout(timeout, backend.get(&uri)).await {
         Err(_) => Poll::Unreachable(format!("did not answer within {timeout:?}")),
         Ok(Err(e)) => Poll::Unreachable(e.to_string()),

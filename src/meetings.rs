@@ -44,34 +44,22 @@ impl Meetings {
     /// Records that `server` holds the meeting as of `confirmed`, moving it
     /// off the server it was on before, if another.
     pub fn set(&mut self, meeting_id: &str, server: &Arc<str>, confirmed: Instant) {
-        match self.owners.get_key_value(meeting_id) {
+        let id = match self.owners.get_key_value(meeting_id) {
+            Some((id, owner)) if owner.server == *server => id.clone(),
             Some((id, owner)) => {
-                let id = id.clone();
-                if owner.server != *server {
-                    let old = owner.server.clone();
-                    self.unindex(&old, &id);
-                    self.index(server, id.clone());
-                }
-                self.owners.insert(
-                    id,
-                    Owner {
-                        server: server.clone(),
-                        confirmed,
-                    },
-                );
+                let (id, old) = (id.clone(), owner.server.clone());
+                self.unindex(&old, &id);
+                self.index(server, id.clone());
+                id
             }
             None => {
                 let id: Arc<str> = Arc::from(meeting_id);
                 self.index(server, id.clone());
-                self.owners.insert(
-                    id,
-                    Owner {
-                        server: server.clone(),
-                        confirmed,
-                    },
-                );
+                id
             }
-        }
+        };
+        let server = server.clone();
+        self.owners.insert(id, Owner { server, confirmed });
     }
 
     /// Removes the meeting if it is recorded on `server_id`.

@@ -21,7 +21,7 @@ async fn api_root_answers_without_checksum() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn unknown_calls_are_unsupported() {
+async fn unknsigned_urls_are_unsupported() {
     let cluster = Cluster::start(1).await;
     for call in ["foo", "hooks/list", "getJoinUrl"] {
         let reply = cluster.call(call, "meetingID=x").await;

@@ -135,15 +135,20 @@ impl Conn {
     }
 }
 
+/// The GET a call makes.
+fn get_request(call: &Call) -> hyper::Request<Empty<Bytes>> {
+    hyper::Request::get(call.target.as_str())
+        .header(hyper::header::HOST, call.addr.to_string())
+        .body(Empty::<Bytes>::new())
+        .expect("valid request")
+}
+
 /// Sends one call on `conn` (reconnecting if needed); whether it was right.
 /// A request that never left because the server had just closed the
 /// connection (nginx does after `keepalive_requests`) is sent again on a new
 /// one, as any HTTP client does; any other failure is an error.
 async fn send(conn: &mut Option<Connection>, call: &Call) -> bool {
-    let mut request = hyper::Request::get(call.target.as_str())
-        .header(hyper::header::HOST, call.addr.to_string())
-        .body(Empty::<Bytes>::new())
-        .expect("valid request");
+    let mut request = get_request(call);
     let mut response = None;
     for _ in 0..2 {
         if conn.as_ref().is_none_or(|c| c.sender.is_closed()) {
@@ -348,10 +353,7 @@ async fn fetch(conn: &mut Option<Connection>, call: &Call) -> Option<Bytes> {
         *conn = connect(call.addr).await;
     }
     let c = conn.as_mut()?;
-    let request = hyper::Request::get(call.target.as_str())
-        .header(hyper::header::HOST, call.addr.to_string())
-        .body(Empty::<Bytes>::new())
-        .ok()?;
+    let request = get_request(call);
     let response = c.sender.send_request(request).await.ok()?;
     Some(response.into_body().collect().await.ok()?.to_bytes())
 }
@@ -362,10 +364,7 @@ pub async fn describe(call: &Call) -> String {
     let Some(mut c) = connect(call.addr).await else {
         return "no connection".into();
     };
-    let request = hyper::Request::get(call.target.as_str())
-        .header(hyper::header::HOST, call.addr.to_string())
-        .body(Empty::<Bytes>::new())
-        .expect("valid request");
+    let request = get_request(call);
     let Ok(response) = c.sender.send_request(request).await else {
         return "no answer".into();
     };
