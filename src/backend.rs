@@ -9,8 +9,8 @@
 //! event loop (each loop has its own `Backend`): a request takes the most
 //! recently used idle connection, or opens one, and puts it back when the
 //! answer has been read. hyper-util's general-purpose pool did the same with
-//! three hash-map operations and a waiter queue per request; this is a third
-//! of the instructions (see the README's performance section).
+//! three hash-map operations and a waiter queue per request (the README's
+//! performance section has the before and after).
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
