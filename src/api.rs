@@ -9,6 +9,7 @@
 use crate::checksum::{self, Algorithm};
 use crate::config::ServerSpec;
 use crate::errors::ApiError;
+use crate::upload::Upload;
 use bytes::Bytes;
 use hyper::Method;
 use hyper::header::HeaderValue;
@@ -72,6 +73,16 @@ impl Call {
         }
     }
 
+    /// The calls that carry an upload (slides, a document, a text track):
+    /// their body streams to the one server the call goes to. Every other
+    /// call's body is small and read whole.
+    pub fn takes_upload(self) -> bool {
+        matches!(
+            self,
+            Call::Create | Call::InsertDocument | Call::PutRecordingTextTrack
+        )
+    }
+
     /// The recording text-track calls answer in JSON, errors included.
     pub fn answers_json(self) -> bool {
         matches!(
@@ -114,12 +125,15 @@ enum Signing {
 }
 
 /// An API request whose checksum has been verified.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct ApiRequest {
     pub call: Call,
     pub method: Method,
     pub content_type: Option<HeaderValue>,
+    /// A body read whole (a form, a small body); empty with an upload.
     pub body: Bytes,
+    /// An upload still on its way from the client: it goes to one server.
+    pub upload: Option<Upload>,
     signing: Signing,
     /// The URL query as sent; with `form_params`, where `param` looks.
     raw_query: String,
@@ -129,7 +143,9 @@ pub struct ApiRequest {
     meeting_id: Option<String>,
 }
 
-fn is_form(content_type: Option<&HeaderValue>) -> bool {
+/// An `application/x-www-form-urlencoded` body: its parameters are the
+/// call's too.
+pub fn is_form(content_type: Option<&HeaderValue>) -> bool {
     content_type.and_then(|v| v.to_str().ok()).is_some_and(|v| {
         v.trim_start()
             .to_ascii_lowercase()
@@ -182,6 +198,7 @@ impl ApiRequest {
             method,
             content_type,
             body,
+            upload: None,
             signing,
             raw_query: raw_query.to_string(),
             form_params: form,
@@ -192,6 +209,12 @@ impl ApiRequest {
             .filter(|id| !id.is_empty())
             .map(|id| id.into_owned());
         Ok(request)
+    }
+
+    /// The request with the client's upload, which streams to the server.
+    pub fn with_upload(mut self, upload: Upload) -> ApiRequest {
+        self.upload = Some(upload);
+        self
     }
 
     /// The first value of a parameter, decoded (`+` and `%20` are spaces):
@@ -268,7 +291,7 @@ impl ApiRequest {
 }
 
 /// A request ready for one backend.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct Outgoing {
     /// Absolute URL including the backend's checksum. Never log it.
     pub uri: String,

@@ -12,26 +12,36 @@
 //! three hash-map operations and a waiter queue per request (the README's
 //! performance section has the before and after).
 
+use crate::upload::{BoxError, OutBody, Upload, UploadFailure};
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
+use http_body::{Body as _, Frame};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
 use hyper::client::conn::http1;
 use hyper::header::{CONTENT_TYPE, HOST, HeaderValue};
 use hyper::{Method, Request, StatusCode, Uri};
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use std::collections::HashMap;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 use tower_service::Service;
 
-/// An answer from a BBB server, kept as it came.
-#[derive(Clone, Debug)]
+/// An answer from a BBB server, as it came.
+#[derive(Debug)]
 pub struct Answer {
     pub status: StatusCode,
     pub content_type: Option<HeaderValue>,
     pub location: Option<HeaderValue>,
+    /// The whole answer, or, when [`Answer::rest`] is set, its first bytes
+    /// (BBB puts `returncode` and `messageKey` first, so they are in them).
     pub body: Bytes,
-    /// From sending the request to the last byte of the answer.
+    /// The rest of a large answer, still on its way: it streams to the
+    /// client, never held whole.
+    pub rest: Option<Rest>,
+    /// From sending the request to the answer's head and first bytes.
     pub elapsed: Duration,
 }
 
@@ -49,6 +59,13 @@ pub enum BackendError {
     Broken(String),
     #[error("sent an answer larger than {0} bytes")]
     TooLarge(usize),
+    /// The client's upload stopped (too large, client gone): the server is
+    /// not to blame.
+    #[error("was sent an upload that stopped: {0:?}")]
+    Upload(UploadFailure),
+    /// The client's upload had already gone to another server.
+    #[error("cannot be sent the upload, which went to another server already")]
+    UploadSpent,
 }
 
 impl BackendError {
@@ -56,7 +73,34 @@ impl BackendError {
     pub fn never_reached(&self) -> bool {
         matches!(self, BackendError::NotConnected(_))
     }
+
+    /// True when the failure says something about the server's health.
+    pub fn is_servers_fault(&self) -> bool {
+        !matches!(self, BackendError::Upload(_) | BackendError::UploadSpent)
+    }
 }
+
+/// What a request to a server carries.
+pub enum Source<'a> {
+    /// Bytes tinyscale holds (nothing, a form, a small body).
+    Bytes(Bytes),
+    /// The client's upload, taken from its slot once a connection is ready.
+    Upload(&'a Upload),
+}
+
+/// How much of an answer is read before it is handed on.
+#[derive(Clone, Copy)]
+enum Read {
+    /// All of it, up to the cap: tinyscale itself reads it (lookups, polls,
+    /// one server's part of a merged list).
+    Whole,
+    /// Its first bytes; the rest streams through.
+    Head,
+}
+
+/// The first bytes of an answer read before it is handed on: enough for
+/// `returncode` and `messageKey`, and the whole of most answers.
+const HEAD_BYTES: usize = 16 * 1024;
 
 /// An idle connection is closed after this long unused (BBB's nginx closes
 /// its side after 75 s; closing first avoids sending on a dying one).
@@ -71,7 +115,7 @@ const MAX_IDLE: usize = 64;
 /// would hold megabytes.
 const READ_BUFFER: usize = 16 * 1024;
 
-type Sender = http1::SendRequest<Full<Bytes>>;
+type Sender = http1::SendRequest<OutBody>;
 
 struct Idle {
     sender: Sender,
@@ -205,95 +249,196 @@ impl Backend {
         }
     }
 
-    /// GET `uri`, a URL we signed ourselves.
-    pub async fn get(&self, uri: &str) -> Result<Answer, BackendError> {
-        self.send(Method::GET, uri, None, Bytes::new()).await
+    /// How long a server has for an answer.
+    pub fn response_timeout(&self) -> Duration {
+        self.response_timeout
     }
 
-    /// Sends one request and reads the whole answer, within the response
-    /// timeout. `uri` carries a checksum: it is never logged.
+    /// GET `uri`, a URL we signed ourselves; the whole answer, up to the
+    /// cap.
+    pub async fn get(&self, uri: &str) -> Result<Answer, BackendError> {
+        self.request(
+            Method::GET,
+            uri,
+            None,
+            Source::Bytes(Bytes::new()),
+            Read::Whole,
+        )
+        .await
+    }
+
+    /// Sends a client's call; the answer's first bytes are read, the rest
+    /// streams on ([`Answer::rest`]). `uri` carries a checksum: it is never
+    /// logged.
     pub async fn send(
+        &self,
+        method: Method,
+        uri: &str,
+        content_type: Option<&HeaderValue>,
+        body: Source<'_>,
+    ) -> Result<Answer, BackendError> {
+        self.request(method, uri, content_type, body, Read::Head)
+            .await
+    }
+
+    /// Sends a client's call and reads the whole answer, up to the cap.
+    pub async fn send_whole(
         &self,
         method: Method,
         uri: &str,
         content_type: Option<&HeaderValue>,
         body: Bytes,
     ) -> Result<Answer, BackendError> {
+        self.request(method, uri, content_type, Source::Bytes(body), Read::Whole)
+            .await
+    }
+
+    /// One request and as much of its answer as `read` says, within the
+    /// response timeout (which also bounds the rest of a streamed answer).
+    async fn request(
+        &self,
+        method: Method,
+        uri: &str,
+        content_type: Option<&HeaderValue>,
+        body: Source<'_>,
+        read: Read,
+    ) -> Result<Answer, BackendError> {
         let bad_url = || BackendError::NotConnected("bad server URL".into());
         let to = Destination::parse(uri).ok_or_else(bad_url)?;
-        let mut request = Request::builder()
-            .method(method)
-            .uri(to.target.clone())
-            .header(HOST, to.host().ok_or_else(bad_url)?);
-        if let Some(ct) = content_type {
-            request = request.header(CONTENT_TYPE, ct);
-        }
-        let request = request
-            .body(Full::new(body))
-            .map_err(|e| BackendError::NotConnected(format!("bad request: {e}")))?;
+        let host = to.host().ok_or_else(bad_url)?;
         let started = Instant::now();
-        match tokio::time::timeout(self.response_timeout, self.exchange(&to, request)).await {
-            Ok(result) => result.map(|(status, content_type, location, body)| Answer {
-                status,
-                content_type,
-                location,
+        let deadline = tokio::time::Instant::now() + self.response_timeout;
+        let work = async {
+            let (parts, incoming, sender) = self
+                .exchange(&to, &method, &host, content_type, body)
+                .await?;
+            let (body, rest) = match read {
+                Read::Whole => {
+                    let body = Limited::new(incoming, self.max_answer)
+                        .collect()
+                        .await
+                        .map_err(|e| {
+                            if e.is::<http_body_util::LengthLimitError>() {
+                                BackendError::TooLarge(self.max_answer)
+                            } else {
+                                BackendError::Broken(e.to_string())
+                            }
+                        })?
+                        .to_bytes();
+                    checkin(&self.pool, to.origin, sender);
+                    (body, None)
+                }
+                Read::Head => {
+                    let mut incoming = incoming;
+                    let head = read_head(&mut incoming).await?;
+                    if incoming.is_end_stream() {
+                        checkin(&self.pool, to.origin, sender);
+                        (head, None)
+                    } else {
+                        let rest = Rest {
+                            first: Some(head.clone()),
+                            incoming,
+                            home: Some((sender, to.origin.to_string(), self.pool.clone())),
+                            deadline: Box::pin(tokio::time::sleep_until(deadline)),
+                            timeout: self.response_timeout,
+                        };
+                        (head, Some(rest))
+                    }
+                }
+            };
+            let header = |name| parts.headers.get(name).cloned();
+            Ok(Answer {
+                status: parts.status,
+                content_type: header(CONTENT_TYPE),
+                location: header(hyper::header::LOCATION),
                 body,
+                rest,
                 elapsed: started.elapsed(),
-            }),
+            })
+        };
+        match tokio::time::timeout_at(deadline, work).await {
+            Ok(result) => result,
             Err(_) => Err(BackendError::Timeout(self.response_timeout)),
         }
     }
 
     /// Sends on an idle connection, or a new one. A request that an idle
     /// connection could not take (the server had just closed it) never left:
-    /// it goes out once more on a new connection.
+    /// it goes out once more on a new connection. An upload is taken from
+    /// its slot only once a connection is ready, and given back if the
+    /// request never left, so the next server can have it.
     async fn exchange(
         &self,
         to: &Destination<'_>,
-        mut request: Request<Full<Bytes>>,
-    ) -> Result<(StatusCode, Option<HeaderValue>, Option<HeaderValue>, Bytes), BackendError> {
+        method: &Method,
+        host: &HeaderValue,
+        content_type: Option<&HeaderValue>,
+        source: Source<'_>,
+    ) -> Result<(hyper::http::response::Parts, Incoming, Sender), BackendError> {
+        let mut unsent: Option<OutBody> = None;
+        let give_back = |body: Option<OutBody>| {
+            if let (Some(OutBody::Client(body)), Source::Upload(slot)) = (body, &source) {
+                slot.give_back(body);
+            }
+        };
         loop {
             let (mut sender, reused) = match self.checkout(to.origin) {
                 Some(sender) => (sender, true),
-                None => (self.connect(to).await?, false),
+                None => match self.connect(to).await {
+                    Ok(sender) => (sender, false),
+                    Err(e) => {
+                        give_back(unsent);
+                        return Err(e);
+                    }
+                },
             };
             if sender.ready().await.is_err() {
                 if reused {
                     continue;
                 }
+                give_back(unsent);
                 return Err(BackendError::NotConnected("connection closed".into()));
             }
-            let response = match sender.try_send_request(request).await {
-                Ok(response) => response,
-                Err(mut e) => match e.take_message() {
-                    Some(unsent) if reused => {
-                        request = unsent;
-                        continue;
+            let body = match unsent.take() {
+                Some(body) => body,
+                None => match &source {
+                    Source::Bytes(bytes) => OutBody::bytes(bytes.clone()),
+                    Source::Upload(slot) => {
+                        OutBody::Client(slot.take().ok_or(BackendError::UploadSpent)?)
                     }
-                    Some(_) => return Err(BackendError::NotConnected(describe(e.error()))),
-                    None => return Err(BackendError::Broken(describe(e.error()))),
                 },
             };
-            let (parts, body) = response.into_parts();
-            let body = Limited::new(body, self.max_answer)
-                .collect()
-                .await
-                .map_err(|e| {
-                    if e.is::<http_body_util::LengthLimitError>() {
-                        BackendError::TooLarge(self.max_answer)
-                    } else {
-                        BackendError::Broken(e.to_string())
+            let upload = body.upload_state();
+            let mut request = Request::builder()
+                .method(method.clone())
+                .uri(to.target.clone())
+                .header(HOST, host.clone());
+            if let Some(ct) = content_type {
+                request = request.header(CONTENT_TYPE, ct);
+            }
+            let request = match request.body(body) {
+                Ok(request) => request,
+                Err(e) => return Err(BackendError::NotConnected(format!("bad request: {e}"))),
+            };
+            match sender.try_send_request(request).await {
+                Ok(response) => {
+                    let (parts, incoming) = response.into_parts();
+                    return Ok((parts, incoming, sender));
+                }
+                Err(mut e) => match e.take_message() {
+                    Some(request) if reused => unsent = Some(request.into_body()),
+                    Some(request) => {
+                        give_back(Some(request.into_body()));
+                        return Err(BackendError::NotConnected(describe(e.error())));
                     }
-                })?
-                .to_bytes();
-            self.checkin(to.origin, sender);
-            let header = |name| parts.headers.get(name).cloned();
-            return Ok((
-                parts.status,
-                header(CONTENT_TYPE),
-                header(hyper::header::LOCATION),
-                body,
-            ));
+                    None => {
+                        return Err(match upload.and_then(|u| u.failure()) {
+                            Some(failure) => BackendError::Upload(failure),
+                            None => BackendError::Broken(describe(e.error())),
+                        });
+                    }
+                },
+            }
         }
     }
 
@@ -307,30 +452,6 @@ impl Backend {
             }
         }
         None
-    }
-
-    /// Back to the pool, unless it is closing; stale ones are dropped.
-    fn checkin(&self, origin: &str, sender: Sender) {
-        if sender.is_closed() {
-            return;
-        }
-        let mut pool = self.pool.lock().unwrap_or_else(|e| e.into_inner());
-        let idle = match pool.get_mut(origin) {
-            Some(idle) => idle,
-            None => pool.entry(origin.to_string()).or_default(),
-        };
-        // The oldest are at the front.
-        let stale = idle
-            .iter()
-            .take_while(|c| c.since.elapsed() >= IDLE_TIMEOUT || c.sender.is_closed())
-            .count();
-        idle.drain(..stale);
-        if idle.len() < MAX_IDLE {
-            idle.push(Idle {
-                sender,
-                since: Instant::now(),
-            });
-        }
     }
 
     /// Opens a connection (TCP, TLS for https) within the connect timeout;
@@ -357,6 +478,123 @@ impl Backend {
             let _ = connection.await;
         });
         Ok(sender)
+    }
+}
+
+/// Back to the pool, unless it is closing; stale ones are dropped.
+fn checkin(pool: &Pool, origin: &str, sender: Sender) {
+    if sender.is_closed() {
+        return;
+    }
+    let mut pool = pool.lock().unwrap_or_else(|e| e.into_inner());
+    let idle = match pool.get_mut(origin) {
+        Some(idle) => idle,
+        None => pool.entry(origin.to_string()).or_default(),
+    };
+    // The oldest are at the front.
+    let stale = idle
+        .iter()
+        .take_while(|c| c.since.elapsed() >= IDLE_TIMEOUT || c.sender.is_closed())
+        .count();
+    idle.drain(..stale);
+    if idle.len() < MAX_IDLE {
+        idle.push(Idle {
+            sender,
+            since: Instant::now(),
+        });
+    }
+}
+
+/// Reads an answer's first frames, until [`HEAD_BYTES`] or its end.
+async fn read_head(incoming: &mut Incoming) -> Result<Bytes, BackendError> {
+    let mut head = bytes::BytesMut::new();
+    let mut first: Option<Bytes> = None;
+    while head.len() + first.as_ref().map_or(0, Bytes::len) < HEAD_BYTES {
+        let Some(frame) = incoming.frame().await else {
+            break;
+        };
+        let frame = frame.map_err(|e| BackendError::Broken(describe(&e)))?;
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        // One frame is the usual case: kept as it came, without a copy.
+        match first.take() {
+            None if head.is_empty() => first = Some(data),
+            None => head.extend_from_slice(&data),
+            Some(earlier) => {
+                head.extend_from_slice(&earlier);
+                head.extend_from_slice(&data);
+            }
+        }
+    }
+    Ok(first.unwrap_or_else(|| head.freeze()))
+}
+
+/// The rest of a large answer, streaming to the client. Its connection goes
+/// back to the pool when the answer has been read to its end; an answer
+/// still unfinished at the response timeout is cut (the client's
+/// connection ends, the server's is closed).
+pub struct Rest {
+    first: Option<Bytes>,
+    incoming: Incoming,
+    home: Option<(Sender, String, Pool)>,
+    deadline: Pin<Box<tokio::time::Sleep>>,
+    timeout: Duration,
+}
+
+impl std::fmt::Debug for Rest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Rest")
+    }
+}
+
+impl http_body::Body for Rest {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        if let Some(first) = self.first.take() {
+            return Poll::Ready(Some(Ok(Frame::data(first))));
+        }
+        match Pin::new(&mut self.incoming).poll_frame(cx) {
+            Poll::Ready(None) => {
+                if let Some((sender, origin, pool)) = self.home.take() {
+                    checkin(&pool, &origin, sender);
+                }
+                Poll::Ready(None)
+            }
+            Poll::Ready(Some(frame)) => Poll::Ready(Some(frame.map_err(Into::into))),
+            Poll::Pending => match self.deadline.as_mut().poll(cx) {
+                Poll::Ready(()) => {
+                    self.home = None;
+                    let timeout = self.timeout;
+                    Poll::Ready(Some(Err(format!(
+                        "the server's answer did not finish within {timeout:?}"
+                    )
+                    .into())))
+                }
+                Poll::Pending => Poll::Pending,
+            },
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.first.is_none() && self.incoming.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        let mut hint = self.incoming.size_hint();
+        if let Some(first) = &self.first {
+            let n = first.len() as u64;
+            if let Some(upper) = hint.upper() {
+                hint.set_upper(upper + n);
+            }
+            hint.set_lower(hint.lower() + n);
+        }
+        hint
     }
 }
 

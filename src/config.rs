@@ -22,8 +22,15 @@ pub struct Settings {
     pub algorithms: Vec<Algorithm>,
     pub connect_timeout: Duration,
     pub response_timeout: Duration,
-    /// Largest request body accepted (create slides, insertDocument, text tracks).
+    /// Largest upload accepted (create slides, insertDocument, text tracks);
+    /// uploads stream to the server, never held whole.
     pub max_body: usize,
+    /// Largest body read whole: a form's parameters are the call's (the
+    /// checksum may be among them), and calls that are not uploads.
+    pub max_form_body: usize,
+    /// Largest answer of one server held whole: one server's part of a
+    /// merged list, a poll's getMeetings, tinyscale's own lookups.
+    pub max_list_answer: usize,
     pub log_filter: String,
     /// How often every server is asked `getMeetings`.
     pub poll_interval: Duration,
@@ -90,6 +97,8 @@ pub enum ConfigError {
 
 pub const DEFAULT_PORT: u16 = 8000;
 pub const DEFAULT_MAX_BODY: usize = 64 * 1024 * 1024;
+pub const DEFAULT_MAX_FORM_BODY: usize = 1024 * 1024;
+pub const DEFAULT_MAX_LIST_ANSWER: usize = 16 * 1024 * 1024;
 
 impl Settings {
     /// Reads the settings through `var` (the process environment in
@@ -132,6 +141,18 @@ impl Settings {
             )
         };
         let max_body = parsed(&var, "TINYSCALE_MAX_BODY", || DEFAULT_MAX_BODY, parse_size)?;
+        let max_form_body = parsed(
+            &var,
+            "TINYSCALE_MAX_FORM_BODY",
+            || DEFAULT_MAX_FORM_BODY,
+            parse_size,
+        )?;
+        let max_list_answer = parsed(
+            &var,
+            "TINYSCALE_MAX_LIST_ANSWER",
+            || DEFAULT_MAX_LIST_ANSWER,
+            parse_size,
+        )?;
         let count = |name: &'static str, default: u32| {
             parsed(
                 &var,
@@ -208,6 +229,8 @@ impl Settings {
             connect_timeout: seconds("TINYSCALE_CONNECT_TIMEOUT", 3.0)?,
             response_timeout: seconds("TINYSCALE_RESPONSE_TIMEOUT", 10.0)?,
             max_body,
+            max_form_body,
+            max_list_answer,
             log_filter: var("TINYSCALE_LOG").unwrap_or_else(|| "info".into()),
             poll_interval: seconds("TINYSCALE_POLL_INTERVAL", 10.0)?,
             poll_timeout: seconds("TINYSCALE_POLL_TIMEOUT", 3.0)?,
@@ -502,6 +525,8 @@ mod tests {
         assert_eq!(s.connect_timeout, Duration::from_secs(3));
         assert_eq!(s.response_timeout, Duration::from_secs(10));
         assert_eq!(s.max_body, 64 << 20);
+        assert_eq!(s.max_form_body, 1 << 20);
+        assert_eq!(s.max_list_answer, 16 << 20);
         assert_eq!(s.servers_path, PathBuf::from("./servers.json"));
         assert_eq!(s.poll_interval, Duration::from_secs(10));
         assert_eq!(s.poll_timeout, Duration::from_secs(3));
@@ -552,6 +577,8 @@ mod tests {
             ("TINYSCALE_CHECKSUM_ALGORITHMS", "md5"),
             ("TINYSCALE_RESPONSE_TIMEOUT", "-1"),
             ("TINYSCALE_MAX_BODY", "lots"),
+            ("TINYSCALE_MAX_FORM_BODY", "0"),
+            ("TINYSCALE_MAX_LIST_ANSWER", "-5M"),
             ("TINYSCALE_POLL_INTERVAL", "0"),
             ("TINYSCALE_STRATEGY", "random"),
             ("TINYSCALE_UP_AFTER", "0"),

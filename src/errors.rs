@@ -6,11 +6,10 @@
 //! own answers that come from a backend: those are passed through untouched.
 
 use bytes::Bytes;
-use http_body_util::Full;
-use hyper::header::{CONTENT_TYPE, HeaderValue};
+use hyper::header::{CONNECTION, CONTENT_TYPE, HeaderValue};
 use hyper::{Response, StatusCode};
 
-pub type Body = Full<Bytes>;
+pub use crate::body::Body;
 
 pub const XML: &str = "text/xml;charset=utf-8";
 pub const JSON: &str = "application/json";
@@ -44,9 +43,11 @@ pub enum ApiError {
     #[error("The server for this meeting is disabled/offline.")]
     ServerUnavailable,
     /// BBB has no key for this (nginx in front of it answers 413); an
-    /// invented key would break clients, so it is an internalError.
-    #[error("The request body is larger than the {0} bytes allowed (TINYSCALE_MAX_BODY).")]
-    BodyTooLarge(usize),
+    /// invented key would break clients, so it is an internalError, with
+    /// HTTP 413 as nginx would give. The connection is closed after it: the
+    /// rest of the body is never read.
+    #[error("The request body is larger than the {limit} bytes allowed ({variable}).")]
+    BodyTooLarge { limit: u64, variable: &'static str },
     /// Something failed on the way; the sentence says what, never a secret.
     #[error("{0}")]
     Internal(String),
@@ -65,17 +66,33 @@ impl ApiError {
             ApiError::NoRecording(_) => "noRecordings",
             ApiError::Unsupported => "unsupportedRequest",
             ApiError::ServerUnavailable => "serverUnavailable",
-            ApiError::BodyTooLarge(_) | ApiError::Internal(_) => "internalError",
+            ApiError::BodyTooLarge { .. } | ApiError::Internal(_) => "internalError",
         }
     }
 
-    /// BBB's XML error answer, HTTP 200.
+    /// BBB's XML error answer, HTTP 200 (413 for a body too large).
     pub fn to_xml(&self) -> Response<Body> {
-        xml_response(format!(
-            "<response><returncode>FAILED</returncode><messageKey>{}</messageKey><message>{}</message></response>",
-            self.key(),
-            escape(&self.to_string())
-        ))
+        self.answer(
+            XML,
+            format!(
+                "<response><returncode>FAILED</returncode><messageKey>{}</messageKey><message>{}</message></response>",
+                self.key(),
+                escape(&self.to_string())
+            ),
+        )
+    }
+
+    fn answer(&self, content_type: &'static str, body: String) -> Response<Body> {
+        match self {
+            ApiError::BodyTooLarge { .. } => {
+                let mut response = response(StatusCode::PAYLOAD_TOO_LARGE, content_type, body);
+                response
+                    .headers_mut()
+                    .insert(CONNECTION, HeaderValue::from_static("close"));
+                response
+            }
+            _ => response(StatusCode::OK, content_type, body),
+        }
     }
 
     /// The JSON form the recording text-track calls answer with.
@@ -87,7 +104,7 @@ impl ApiError {
                 "message": self.to_string(),
             }
         });
-        response(StatusCode::OK, JSON, body.to_string())
+        self.answer(JSON, body.to_string())
     }
 }
 
@@ -123,7 +140,7 @@ pub fn response(
     content_type: &'static str,
     body: impl Into<Bytes>,
 ) -> Response<Body> {
-    let mut response = Response::new(Full::new(body.into()));
+    let mut response = Response::new(Body::whole(body));
     *response.status_mut() = status;
     response
         .headers_mut()

@@ -10,7 +10,11 @@
 //! - [`state`]: servers and health, meeting → server, creates in flight;
 //! - [`meetings`]: the meeting → server map, indexed by server too;
 //! - [`placement`]: round-robin / least-loaded choice of a new meeting's server (pure);
-//! - [`backend`]: the pooled HTTP(S) client to the BBB servers;
+//! - [`backend`]: the pooled HTTP(S) client to the BBB servers; a large
+//!   answer streams through;
+//! - [`upload`]: a client's upload streaming to its server, within the limit;
+//! - [`lists`]: getMeetings/getRecordings merged as the servers answer;
+//! - [`body`]: what an answer's body can be (held whole, or a stream);
 //! - [`fanout`]: one request to many servers at once, in the calling task;
 //! - [`xml`]: reading and merging BBB answers (pure);
 //! - [`errors`]: tinyscale's own answers, as BBB XML/JSON;
@@ -24,6 +28,7 @@
 
 pub mod api;
 pub mod backend;
+pub mod body;
 pub mod checksum;
 pub mod cli;
 pub mod config;
@@ -31,6 +36,7 @@ pub mod demo;
 pub mod errors;
 pub mod fanout;
 pub mod health;
+pub mod lists;
 pub mod logging;
 pub mod meetings;
 pub mod metrics;
@@ -40,6 +46,7 @@ pub mod server;
 pub mod sim;
 pub mod state;
 pub mod status;
+pub mod upload;
 pub mod xml;
 
 pub use logging::init_logging;

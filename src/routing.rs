@@ -13,10 +13,11 @@
 //! signing (see `api`).
 
 use crate::api::{self, ApiRequest, Call, Outgoing};
-use crate::backend::{Answer, Backend, BackendError};
+use crate::backend::{Answer, Backend, BackendError, Source};
 use crate::errors::{self, ApiError, Body};
 use crate::fanout;
 use crate::health;
+use crate::lists::{Ask, List, MergedList, Sending};
 use crate::metrics::Metrics;
 use crate::state::{Server, State};
 use crate::xml;
@@ -38,59 +39,44 @@ pub struct Outcome {
     pub server: Option<String>,
     /// returncode, or the messageKey of a failure.
     pub result: Cow<'static, str>,
+    /// A merged list still to be gathered while it is written: the answer's
+    /// body, and its log line's server and result when it ends.
+    pub list: Option<MergedList>,
 }
 
 impl Outcome {
-    fn local(error: ApiError, call: Call) -> Outcome {
+    /// tinyscale's own answer to a call that failed, in the call's format.
+    pub fn local(error: ApiError, json: bool) -> Outcome {
         Outcome {
             result: error.key().into(),
-            response: if call.answers_json() {
+            response: if json {
                 error.to_json()
             } else {
                 error.to_xml()
             },
             server: None,
+            list: None,
         }
     }
 
     fn answer(answer: Answer, server: &Server) -> Outcome {
         Outcome {
-            result: summarize(&answer.body),
+            result: xml::result_word(&answer.body),
             response: pass_through(answer),
             server: Some(server.name().to_string()),
+            list: None,
         }
     }
 }
 
-/// The result word of an answer for the log: returncode, or the messageKey
-/// when it failed.
-fn summarize(body: &[u8]) -> Cow<'static, str> {
-    match xml::field(body, "returncode") {
-        Some("SUCCESS") => "SUCCESS".into(),
-        Some(code) => xml::field(body, "messageKey")
-            .unwrap_or(code)
-            .to_string()
-            .into(),
-        None => match serde_json::from_slice::<serde_json::Value>(body) {
-            Ok(v) => {
-                let r = &v["response"];
-                match r["returncode"].as_str() {
-                    Some("SUCCESS") => "SUCCESS".into(),
-                    _ => r["messageKey"]
-                        .as_str()
-                        .unwrap_or("FAILED")
-                        .to_string()
-                        .into(),
-                }
-            }
-            Err(_) => "-".into(),
-        },
-    }
-}
-
-/// The backend's answer as it came: status, Content-Type, body.
+/// The backend's answer as it came: status, Content-Type, body (a large
+/// one streams through).
 fn pass_through(answer: Answer) -> Response<Body> {
-    let mut response = Response::new(http_body_util::Full::new(answer.body));
+    let body = match answer.rest {
+        Some(rest) => Body::stream(rest),
+        None => Body::whole(answer.body),
+    };
+    let mut response = Response::new(body);
     *response.status_mut() = answer.status;
     if let Some(ct) = answer.content_type {
         response.headers_mut().insert(CONTENT_TYPE, ct);
@@ -134,8 +120,8 @@ impl Router {
             | Call::End
             | Call::InsertDocument
             | Call::SendChatMessage => self.meeting_call(&request).await,
-            Call::GetMeetings => Ok(self.merged_list(&request, "meetings").await),
-            Call::GetRecordings => Ok(self.merged_list(&request, "recordings").await),
+            Call::GetMeetings => Ok(self.merged_list(&request, List::Meetings)),
+            Call::GetRecordings => Ok(self.merged_list(&request, List::Recordings)),
             Call::PublishRecordings | Call::DeleteRecordings | Call::UpdateRecordings => {
                 self.recordings_change(&request).await
             }
@@ -143,7 +129,7 @@ impl Router {
                 self.text_track_call(&request).await
             }
         };
-        result.unwrap_or_else(|error| Outcome::local(error, call))
+        result.unwrap_or_else(|error| Outcome::local(error, call.answers_json()))
     }
 
     /// Sends the client's request, re-signed, to one server.
@@ -154,6 +140,10 @@ impl Router {
         record_ids: Option<&[String]>,
     ) -> Result<Answer, BackendError> {
         let Outgoing { uri, body } = request.for_server(&server.spec, record_ids);
+        let body = match &request.upload {
+            Some(upload) => Source::Upload(upload),
+            None => Source::Bytes(body),
+        };
         let result = self
             .backend
             .send(
@@ -175,10 +165,11 @@ impl Router {
     ) -> Result<Answer, BackendError> {
         match &result {
             Ok(answer) => self.metrics.backend(server.name(), Some(answer.elapsed)),
-            Err(e) => {
+            Err(e) if e.is_servers_fault() => {
                 self.metrics.backend(server.name(), None);
                 health::note(&self.state, server, Err(e.to_string()));
             }
+            Err(_) => {}
         }
         result
     }
@@ -271,13 +262,14 @@ impl Router {
         let Outgoing { uri, .. } = request.for_server(&owner.spec, None);
         let location = HeaderValue::from_str(&uri)
             .map_err(|_| ApiError::Internal("The join URL could not be built.".into()))?;
-        let mut response = Response::new(http_body_util::Full::new(bytes::Bytes::new()));
+        let mut response = Response::new(Body::whole(bytes::Bytes::new()));
         *response.status_mut() = StatusCode::FOUND;
         response.headers_mut().insert(LOCATION, location);
         Ok(Outcome {
             response,
             server: Some(owner.name().to_string()),
             result: "redirect".into(),
+            list: None,
         })
     }
 
@@ -285,6 +277,18 @@ impl Router {
     async fn meeting_call(&self, request: &ApiRequest) -> Result<Outcome, ApiError> {
         let call = request.call;
         let meeting_id = request.meeting_id().ok_or(ApiError::MissingMeetingId)?;
+        if request.upload.is_some() {
+            // An upload can go to one server only: make sure of the owner
+            // before sending it, instead of asking again after.
+            let Located::At(owner) = self.locate(meeting_id, true).await? else {
+                return Ok(unknown_meeting(call));
+            };
+            let answer = self
+                .forward(request, &owner, None)
+                .await
+                .map_err(|e| Self::unreachable(&owner, &e))?;
+            return Ok(self.after_meeting_call(call, meeting_id, answer, &owner));
+        }
         let (owner, confirmed) = match self.remembered(meeting_id) {
             Remembered::Usable(server, confirmed) => (server, Some(confirmed)),
             Remembered::Unavailable(_) => return Err(ApiError::ServerUnavailable),
@@ -403,62 +407,35 @@ impl Router {
         }
     }
 
-    /// Sends the client's call to every server at once and merges the
-    /// answers' `<list>`. Servers that fail are left out and logged.
-    async fn merged_list(&self, request: &ApiRequest, list: &str) -> Outcome {
-        let answers = self.ask_all(request).await;
-        let bodies = answers.iter().map(|(_, a)| a.body.as_ref());
-        let body = xml::merge_lists(bodies, list).unwrap_or_else(|| {
-            if list == "meetings" {
-                errors::no_meetings().into_bytes()
-            } else {
-                errors::no_recordings().into_bytes()
-            }
-        });
-        Outcome {
-            result: summarize(&body),
-            response: errors::xml_response(body),
-            server: Some(format!(
-                "{} of {}",
-                answers.len(),
-                self.state.cluster().list.len()
-            )),
-        }
-    }
-
-    /// Sends the request to every usable server at once; returns the
-    /// answers that came back, in server order. Servers known to be down are
-    /// not asked; failures are logged and left out.
-    async fn ask_all(&self, request: &ApiRequest) -> Vec<(Arc<Server>, Answer)> {
-        let asks = self
-            .state
-            .cluster()
+    /// Sends the client's call to every usable server at once and merges
+    /// the answers' list as they come (see `lists`). Servers known to be
+    /// down are not asked; those that fail are left out and logged.
+    fn merged_list(&self, request: &ApiRequest, list: List) -> Outcome {
+        let cluster = self.state.cluster();
+        let asks = cluster
             .usable()
             .into_iter()
-            .map(|server| async move {
-                match self.forward(request, &server, None).await {
-                    Ok(answer) => {
-                        if !xml::is_success(&answer.body) {
-                            tracing::warn!(
-                                server = server.name(),
-                                result = &*summarize(&answer.body),
-                                "left out of the merged {}",
-                                request.call.name()
-                            );
-                        }
-                        Some((server, answer))
-                    }
-                    Err(e) => {
-                        tracing::warn!(
-                            server = server.name(),
-                            "left out of the merged {}: server {e}",
-                            request.call.name()
-                        );
-                        None
-                    }
-                }
-            });
-        fanout::join_all(asks).await.into_iter().flatten().collect()
+            .map(|server| {
+                let Outgoing { uri, body } = request.for_server(&server.spec, None);
+                Ask { server, uri, body }
+            })
+            .collect();
+        let sending = Sending {
+            backend: self.backend.clone(),
+            state: self.state.clone(),
+            metrics: self.metrics.clone(),
+            method: request.method.clone(),
+            content_type: request.content_type.clone(),
+            call: request.call.name(),
+        };
+        let merged = MergedList::new(list, asks, sending, cluster.list.len());
+        Outcome {
+            // Its body is the merged list, put in when the answer is sent.
+            response: errors::xml_response(bytes::Bytes::new()),
+            server: None,
+            result: "SUCCESS".into(),
+            list: Some(merged),
+        }
     }
 
     /// Which servers have which of `ids` (exact match), asked of all at once.
@@ -596,8 +573,9 @@ fn unknown_meeting(call: Call) -> Outcome {
             response: errors::not_running(),
             server: None,
             result: "SUCCESS".into(),
+            list: None,
         },
-        Call::SendChatMessage => Outcome::local(ApiError::ChatMeetingNotFound, call),
-        _ => Outcome::local(ApiError::MeetingNotFound, call),
+        Call::SendChatMessage => Outcome::local(ApiError::ChatMeetingNotFound, false),
+        _ => Outcome::local(ApiError::MeetingNotFound, false),
     }
 }

@@ -7,7 +7,7 @@
 //!
 //! Owns nothing of BBB's rules beyond calling `api` and `routing`.
 
-use crate::api::{self, ApiRequest, Target};
+use crate::api::{self, ApiRequest, Call, Target};
 use crate::backend::Backend;
 use crate::checksum::Algorithm;
 use crate::config::{self, ServerSpec, Settings};
@@ -16,7 +16,10 @@ use crate::health;
 use crate::metrics::{self, Metrics};
 use crate::routing::{Outcome, Router};
 use crate::state::{HealthPolicy, PlacementPolicy, ReloadSummary, State};
+use crate::upload::{ClientBody, Upload, UploadFailure};
+use bytes::Bytes;
 use http_body_util::{BodyExt, Limited};
+use hyper::Method;
 use hyper::body::Incoming;
 use hyper::header::CONTENT_TYPE;
 use hyper::server::conn::http1;
@@ -37,6 +40,7 @@ pub struct App {
     pub secret: String,
     pub algorithms: Vec<Algorithm>,
     pub max_body: usize,
+    pub max_form_body: usize,
     /// Re-read on SIGHUP.
     pub servers_path: PathBuf,
     pub poll_interval: Duration,
@@ -80,7 +84,7 @@ impl App {
                 backend: Backend::new(
                     settings.connect_timeout,
                     settings.response_timeout,
-                    settings.max_body,
+                    settings.max_list_answer,
                 ),
                 metrics: metrics.clone(),
             },
@@ -89,6 +93,7 @@ impl App {
             secret: settings.secret.clone(),
             algorithms: settings.algorithms.clone(),
             max_body: settings.max_body,
+            max_form_body: settings.max_form_body,
             servers_path: settings.servers_path.clone(),
             poll_interval: settings.poll_interval,
             poll_timeout: settings.poll_timeout,
@@ -110,6 +115,7 @@ impl App {
             secret: self.secret.clone(),
             algorithms: self.algorithms.clone(),
             max_body: self.max_body,
+            max_form_body: self.max_form_body,
             servers_path: self.servers_path.clone(),
             poll_interval: self.poll_interval,
             poll_timeout: self.poll_timeout,
@@ -409,6 +415,30 @@ async fn serve_connections(
     }
 }
 
+/// One request's log line and metrics, written when its answer is known
+/// (for a merged list: when the list has been written to its end).
+struct RequestLog {
+    call: String,
+    meeting: Option<String>,
+    started: Instant,
+    metrics: Arc<Metrics>,
+}
+
+impl RequestLog {
+    fn write(self, server: Option<&str>, result: &str) {
+        let elapsed = self.started.elapsed();
+        self.metrics.request(&self.call, result, elapsed);
+        tracing::info!(
+            call = self.call,
+            meeting = self.meeting.as_deref().unwrap_or("-"),
+            server = server.unwrap_or("-"),
+            result = result,
+            ms = format_args!("{:.1}", elapsed.as_secs_f64() * 1000.0),
+            "request"
+        );
+    }
+}
+
 /// One request, start to end, with its log line.
 pub async fn handle(app: &App, request: Request<Incoming>) -> Response<Body> {
     let started = Instant::now();
@@ -421,70 +451,110 @@ pub async fn handle(app: &App, request: Request<Incoming>) -> Response<Body> {
                 response: errors::api_root(),
                 server: None,
                 result: "SUCCESS".into(),
+                list: None,
             },
         ),
         Target::Other => return errors::not_found_page(),
         Target::Unsupported(name) => {
             let name = name.to_string();
-            let error = ApiError::Unsupported;
-            (
-                name,
-                None,
-                Outcome {
-                    result: error.key().into(),
-                    response: error.to_xml(),
-                    server: None,
-                },
-            )
+            (name, None, Outcome::local(ApiError::Unsupported, false))
         }
         Target::Api(call) => {
             let (parts, body) = request.into_parts();
-            let outcome = match Limited::new(body, app.max_body).collect().await {
-                Err(_) => Err(ApiError::BodyTooLarge(app.max_body)),
-                Ok(body) => ApiRequest::parse(
-                    call,
-                    parts.method,
-                    parts.uri.query(),
-                    parts.headers.get(CONTENT_TYPE).cloned(),
-                    body.to_bytes(),
-                    &app.secret,
-                    &app.algorithms,
-                ),
-            };
-            match outcome {
+            match read_request(app, call, parts, body).await {
                 Ok(request) => {
                     let meeting_id = request.meeting_id().map(str::to_string);
-                    let outcome = app.router.route(request).await;
+                    let upload = request.upload.as_ref().map(|u| u.state());
+                    let mut outcome = app.router.route(request).await;
+                    match upload.and_then(|u| u.failure()) {
+                        Some(UploadFailure::TooLarge) => {
+                            outcome = Outcome::local(
+                                ApiError::BodyTooLarge {
+                                    limit: app.max_body as u64,
+                                    variable: "TINYSCALE_MAX_BODY",
+                                },
+                                call.answers_json(),
+                            );
+                        }
+                        Some(UploadFailure::ClientGone) => {
+                            outcome.result = "client left".into();
+                        }
+                        None => {}
+                    }
                     (call.name().to_string(), meeting_id, outcome)
                 }
-                Err(error) => {
-                    let response = if call.answers_json() {
-                        error.to_json()
-                    } else {
-                        error.to_xml()
-                    };
-                    (
-                        call.name().to_string(),
-                        None,
-                        Outcome {
-                            result: error.key().into(),
-                            response,
-                            server: None,
-                        },
-                    )
-                }
+                Err(error) => (
+                    call.name().to_string(),
+                    None,
+                    Outcome::local(error, call.answers_json()),
+                ),
             }
         }
     };
-    let elapsed = started.elapsed();
-    app.metrics.request(&call_name, &outcome.result, elapsed);
-    tracing::info!(
-        call = call_name,
-        meeting = meeting_id.as_deref().unwrap_or("-"),
-        server = outcome.server.as_deref().unwrap_or("-"),
-        result = &*outcome.result,
-        ms = format_args!("{:.1}", elapsed.as_secs_f64() * 1000.0),
-        "request"
-    );
-    outcome.response
+    let log = RequestLog {
+        call: call_name,
+        meeting: meeting_id,
+        started,
+        metrics: app.metrics.clone(),
+    };
+    let mut response = outcome.response;
+    match outcome.list {
+        Some(mut list) => {
+            list.on_end(Box::new(move |server, result| {
+                log.write(Some(&server), result)
+            }));
+            *response.body_mut() = Body::stream(list);
+        }
+        None => log.write(outcome.server.as_deref(), &outcome.result),
+    }
+    response
+}
+
+/// Reads what must be read of a request and verifies it. An upload is not
+/// read: it streams to its server later, within `TINYSCALE_MAX_BODY`. Any
+/// other body is read whole, within `TINYSCALE_MAX_FORM_BODY`. A body
+/// announced larger than its limit is refused before a byte of it is read.
+async fn read_request(
+    app: &App,
+    call: Call,
+    parts: hyper::http::request::Parts,
+    body: Incoming,
+) -> Result<ApiRequest, ApiError> {
+    let content_type = parts.headers.get(CONTENT_TYPE).cloned();
+    let form = parts.method == Method::POST && api::is_form(content_type.as_ref());
+    let upload = call.takes_upload() && !form;
+    let (limit, variable) = if upload {
+        (app.max_body, "TINYSCALE_MAX_BODY")
+    } else {
+        (app.max_form_body, "TINYSCALE_MAX_FORM_BODY")
+    };
+    let too_large = ApiError::BodyTooLarge {
+        limit: limit as u64,
+        variable,
+    };
+    if http_body::Body::size_hint(&body).lower() > limit as u64 {
+        return Err(too_large);
+    }
+    let parse = |bytes| {
+        ApiRequest::parse(
+            call,
+            parts.method.clone(),
+            parts.uri.query(),
+            content_type.clone(),
+            bytes,
+            &app.secret,
+            &app.algorithms,
+        )
+    };
+    if upload {
+        let request = parse(Bytes::new())?;
+        return Ok(request.with_upload(Upload::new(ClientBody::new(body, limit as u64))));
+    }
+    match Limited::new(body, limit).collect().await {
+        Ok(bytes) => parse(bytes.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(too_large),
+        Err(_) => Err(ApiError::Internal(
+            "The request body could not be read.".into(),
+        )),
+    }
 }

@@ -25,7 +25,14 @@ pub struct Server {
     pub spec: ServerSpec,
     pub id: Arc<str>,
     health: Arc<Mutex<Health>>,
+    /// Merged-list calls under way to this server, each holding its answer
+    /// whole until merged: bounded, so that many concurrent getMeetings
+    /// hold a bounded number of answers (kept across reloads too).
+    list_calls: Arc<tokio::sync::Semaphore>,
 }
+
+/// Merged-list calls sent to one server at once; more wait their turn.
+pub const LIST_CALLS_PER_SERVER: usize = 4;
 
 impl Server {
     /// The name used in logs and error messages: the server root, no secret.
@@ -35,6 +42,16 @@ impl Server {
 
     pub fn health(&self) -> MutexGuard<'_, Health> {
         lock(&self.health)
+    }
+
+    /// A turn to send this server a merged-list call (see
+    /// [`LIST_CALLS_PER_SERVER`]); held until its answer has been read.
+    pub async fn list_call_turn(&self) -> tokio::sync::OwnedSemaphorePermit {
+        self.list_calls
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("the semaphore is never closed")
     }
 
     /// Up, and not disabled: calls for its meetings may be sent to it.
@@ -173,22 +190,26 @@ impl State {
         let mut list = Vec::with_capacity(specs.len());
         let mut by_id = HashMap::with_capacity(specs.len());
         for spec in specs {
-            let health = match cluster.get(&spec.base) {
+            let (health, list_calls) = match cluster.get(&spec.base) {
                 Some(old) => {
                     if old.spec != spec {
                         summary.changed.push(spec.base.clone());
                     }
-                    old.health.clone()
+                    (old.health.clone(), old.list_calls.clone())
                 }
                 None => {
                     summary.added.push(spec.base.clone());
-                    Arc::new(Mutex::new(Health::default()))
+                    (
+                        Arc::new(Mutex::new(Health::default())),
+                        Arc::new(tokio::sync::Semaphore::new(LIST_CALLS_PER_SERVER)),
+                    )
                 }
             };
             let server = Arc::new(Server {
                 id: Arc::from(spec.base.as_str()),
                 spec,
                 health,
+                list_calls,
             });
             by_id.insert(server.id.clone(), server.clone());
             list.push(server);

@@ -56,7 +56,7 @@ pub async fn survey(settings: &Settings, specs: Vec<config::ServerSpec>) -> Vec<
     let backend = Backend::new(
         settings.connect_timeout,
         settings.response_timeout,
-        settings.max_body,
+        settings.max_list_answer,
     );
     let cluster = state.cluster();
     let mut asks = tokio::task::JoinSet::new();

@@ -35,6 +35,29 @@ pub fn field<'a>(body: &'a [u8], name: &str) -> Option<&'a str> {
     std::str::from_utf8(&body[start..end]).ok().map(str::trim)
 }
 
+/// The result word of an answer for the log: returncode, or the messageKey
+/// when it failed; for the JSON answers of the text-track calls likewise.
+pub fn result_word(body: &[u8]) -> std::borrow::Cow<'static, str> {
+    match field(body, "returncode") {
+        Some("SUCCESS") => "SUCCESS".into(),
+        Some(code) => field(body, "messageKey").unwrap_or(code).to_string().into(),
+        None => match serde_json::from_slice::<serde_json::Value>(body) {
+            Ok(v) => {
+                let r = &v["response"];
+                match r["returncode"].as_str() {
+                    Some("SUCCESS") => "SUCCESS".into(),
+                    _ => r["messageKey"]
+                        .as_str()
+                        .unwrap_or("FAILED")
+                        .to_string()
+                        .into(),
+                }
+            }
+            Err(_) => "-".into(),
+        },
+    }
+}
+
 /// `returncode` is SUCCESS.
 pub fn is_success(body: &[u8]) -> bool {
     field(body, "returncode") == Some("SUCCESS")
@@ -42,7 +65,7 @@ pub fn is_success(body: &[u8]) -> bool {
 
 /// The bytes between `<list>` and `</list>`, a direct child of `<response>`.
 /// `Some(empty)` for `<list/>`; `None` when the answer has no such list.
-fn list_content<'a>(body: &'a [u8], list: &str) -> Option<&'a [u8]> {
+pub fn list_content<'a>(body: &'a [u8], list: &str) -> Option<&'a [u8]> {
     let mut reader = Reader::from_str(std::str::from_utf8(body).ok()?);
     let mut depth = 0usize;
     loop {

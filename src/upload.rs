@@ -1,0 +1,217 @@
+//! A client's request body on its way to a server, and the body type of
+//! every request tinyscale sends to a server.
+//!
+//! An upload (slides in `create`, `insertDocument`, a text track) is not
+//! read into memory: it waits in an [`Upload`] slot until a server has been
+//! connected, then streams from the client to that server frame by frame,
+//! counted against the limit as it goes. Until a connection is made nothing
+//! has been read, so a create whose server refuses the connection can still
+//! go to the next one.
+//!
+//! Owns the limit check while streaming and telling a client's failure
+//! (body too large, client gone) apart from a server's. Does not own the
+//! `Content-Length` check before reading (see `server`) or where the body
+//! goes (see `routing`).
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// What became of an upload, seen from the request that owns it.
+#[derive(Debug, Default)]
+pub struct UploadState(AtomicU8);
+
+/// Why an upload stopped before its end.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UploadFailure {
+    /// More bytes than the limit: the server-side request is abandoned.
+    TooLarge,
+    /// The client's connection failed or closed mid-body.
+    ClientGone,
+}
+
+const FINE: u8 = 0;
+const TOO_LARGE: u8 = 1;
+const CLIENT_GONE: u8 = 2;
+
+impl UploadState {
+    pub fn failure(&self) -> Option<UploadFailure> {
+        match self.0.load(Ordering::Relaxed) {
+            TOO_LARGE => Some(UploadFailure::TooLarge),
+            CLIENT_GONE => Some(UploadFailure::ClientGone),
+            _ => None,
+        }
+    }
+
+    fn fail(&self, why: u8) {
+        let _ = self
+            .0
+            .compare_exchange(FINE, why, Ordering::Relaxed, Ordering::Relaxed);
+    }
+}
+
+/// The client's body, streaming, with its limit.
+pub struct ClientBody {
+    incoming: Incoming,
+    limit: u64,
+    seen: u64,
+    state: Arc<UploadState>,
+}
+
+impl ClientBody {
+    pub fn new(incoming: Incoming, limit: u64) -> ClientBody {
+        ClientBody {
+            incoming,
+            limit,
+            seen: 0,
+            state: Arc::default(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("the request body is larger than the {0} bytes allowed")]
+struct TooLarge(u64);
+
+impl Body for ClientBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match Pin::new(&mut self.incoming).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    self.seen += data.len() as u64;
+                    if self.seen > self.limit {
+                        self.state.fail(TOO_LARGE);
+                        return Poll::Ready(Some(Err(Box::new(TooLarge(self.limit)))));
+                    }
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(e))) => {
+                self.state.fail(CLIENT_GONE);
+                Poll::Ready(Some(Err(Box::new(e))))
+            }
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.incoming.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.incoming.size_hint()
+    }
+}
+
+/// Where an upload waits until a server is connected; taken at most once
+/// for good (a request that never left gives it back).
+pub struct Upload {
+    slot: Mutex<Option<ClientBody>>,
+    state: Arc<UploadState>,
+}
+
+impl Upload {
+    pub fn new(body: ClientBody) -> Upload {
+        Upload {
+            state: body.state.clone(),
+            slot: Mutex::new(Some(body)),
+        }
+    }
+
+    /// What became of it; shared with whoever needs to know after the
+    /// request has been routed.
+    pub fn state(&self) -> Arc<UploadState> {
+        self.state.clone()
+    }
+
+    pub(crate) fn take(&self) -> Option<ClientBody> {
+        self.slot.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
+
+    /// A request that never left hands its body back, for the next server.
+    pub(crate) fn give_back(&self, body: ClientBody) {
+        *self.slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(body);
+    }
+
+    /// True once a server has taken it.
+    pub fn is_taken(&self) -> bool {
+        self.slot
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_none()
+    }
+}
+
+impl std::fmt::Debug for Upload {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Upload")
+            .field("taken", &self.is_taken())
+            .field("failure", &self.state.failure())
+            .finish()
+    }
+}
+
+/// The body of a request to a server: bytes tinyscale holds (none, a form,
+/// a small body), or a client's upload streaming through.
+pub enum OutBody {
+    Bytes(Option<Bytes>),
+    Client(ClientBody),
+}
+
+impl OutBody {
+    pub fn bytes(bytes: Bytes) -> OutBody {
+        OutBody::Bytes((!bytes.is_empty()).then_some(bytes))
+    }
+
+    /// The upload's state, when this is one.
+    pub(crate) fn upload_state(&self) -> Option<Arc<UploadState>> {
+        match self {
+            OutBody::Client(c) => Some(c.state.clone()),
+            OutBody::Bytes(_) => None,
+        }
+    }
+}
+
+impl Body for OutBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.get_mut() {
+            OutBody::Bytes(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
+            OutBody::Client(body) => Pin::new(body).poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            OutBody::Bytes(bytes) => bytes.is_none(),
+            OutBody::Client(body) => body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            OutBody::Bytes(bytes) => {
+                SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64))
+            }
+            OutBody::Client(body) => body.size_hint(),
+        }
+    }
+}
