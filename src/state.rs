@@ -32,7 +32,7 @@ pub struct Server {
 }
 
 /// Merged-list calls sent to one server at once; more wait their turn.
-pub const LIST_CALLS_PER_SERVER: usize = 4;
+pub const LIST_CALLS_PER_SERVER: usize = 2;
 
 impl Server {
     /// The name used in logs and error messages: the server root, no secret.

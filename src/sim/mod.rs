@@ -12,12 +12,14 @@
 
 mod answer;
 mod api;
+mod huge;
 mod state;
 #[cfg(test)]
 mod tests;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
+pub use huge::HugeAnswer;
 use hyper::body::Incoming;
 use hyper::header::{CONTENT_TYPE, LOCATION};
 use hyper::server::conn::http1;
@@ -107,6 +109,9 @@ struct Inner {
     /// answer shows the state from before the wait (as a slow server's
     /// would), which lets tests race a slow getMeetings against a create.
     delays: Mutex<std::collections::HashMap<String, Duration>>,
+    /// Per call name: answer with a [`HugeAnswer`] of this many bytes
+    /// instead (after the usual checks and effects).
+    huge: Mutex<std::collections::HashMap<String, u64>>,
     /// The runtime the sim was started on: binding a tokio socket needs it,
     /// and `set_mode` may be called from outside it.
     runtime: tokio::runtime::Handle,
@@ -152,6 +157,7 @@ impl SimHandle {
             held: watch::Sender::new(0),
             recording: std::sync::atomic::AtomicBool::new(true),
             delays: Mutex::new(std::collections::HashMap::new()),
+            huge: Mutex::new(std::collections::HashMap::new()),
             runtime: tokio::runtime::Handle::current(),
         });
         let task = tokio::spawn(accept_loop(inner.clone()));
@@ -280,6 +286,17 @@ impl SimHandle {
             delays.remove(call);
         } else {
             delays.insert(call.to_string(), delay);
+        }
+    }
+
+    /// Answers `call` with a well-formed SUCCESS answer of at least `size`
+    /// bytes ([`HugeAnswer`]), written as it is sent; `0` turns it off.
+    pub fn set_huge_answer(&self, call: &str, size: u64) {
+        let mut huge = lock(&self.inner.huge);
+        if size == 0 {
+            huge.remove(call);
+        } else {
+            huge.insert(call.to_string(), size);
         }
     }
 
@@ -452,10 +469,9 @@ async fn serve_connection(inner: Arc<Inner>, stream: TcpStream) {
 #[error("the simulator dropped the request")]
 struct Dropped;
 
-async fn handle(
-    inner: Arc<Inner>,
-    req: Request<Incoming>,
-) -> Result<Response<Full<Bytes>>, Dropped> {
+type SimBody = http_body_util::Either<Full<Bytes>, huge::HugeBody>;
+
+async fn handle(inner: Arc<Inner>, req: Request<Incoming>) -> Result<Response<SimBody>, Dropped> {
     let (parts, body) = req.into_parts();
     let body = Limited::new(body, MAX_BODY)
         .collect()
@@ -491,6 +507,8 @@ async fn handle(
         body: &body,
     });
     let delay = lock(&inner.delays).get(&outcome.call).copied();
+    let huge = lock(&inner.huge).get(&outcome.call).copied();
+    let outcome_call = outcome.call.clone();
     if inner.recording.load(std::sync::atomic::Ordering::Relaxed) {
         lock(&inner.requests).push(SeenRequest {
             method: parts.method.to_string(),
@@ -512,10 +530,14 @@ async fn handle(
     if let Some(location) = &reply.location {
         response = response.header(LOCATION, location);
     }
-    response
-        .body(Full::new(Bytes::from(reply.body)))
-        .map_err(|e| {
-            tracing::error!(error = %e, "sim: cannot build the answer");
-            Dropped
-        })
+    let body = match huge {
+        Some(size) => {
+            http_body_util::Either::Right(huge::HugeBody(HugeAnswer::new(&outcome_call, size)))
+        }
+        None => http_body_util::Either::Left(Full::new(Bytes::from(reply.body))),
+    };
+    response.body(body).map_err(|e| {
+        tracing::error!(error = %e, "sim: cannot build the answer");
+        Dropped
+    })
 }

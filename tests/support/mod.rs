@@ -221,6 +221,11 @@ impl Balancer {
         format!("http://{}/bigbluebutton/api/", self.addr)
     }
 
+    /// The process id, to read its `/proc` entries.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Everything logged so far.
     pub fn logs(&self) -> String {
         self.logs.lock().unwrap().join("\n")
