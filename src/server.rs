@@ -522,7 +522,9 @@ async fn read_request(
 ) -> Result<ApiRequest, ApiError> {
     let content_type = parts.headers.get(CONTENT_TYPE).cloned();
     let form = parts.method == Method::POST && api::is_form(content_type.as_ref());
-    let upload = call.takes_upload() && !form;
+    // A call without a body (a GET create, most of them) has nothing to
+    // stream.
+    let upload = call.takes_upload() && !form && !http_body::Body::is_end_stream(&body);
     let (limit, variable) = if upload {
         (app.max_body, "TINYSCALE_MAX_BODY")
     } else {
