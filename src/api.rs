@@ -124,8 +124,8 @@ enum Signing {
     FormBody,
 }
 
-/// An API request whose checksum has been verified.
-#[derive(Debug)]
+/// An API request whose checksum has been verified. Its `Debug` shows the
+/// call and meeting only: the query carries a checksum.
 pub struct ApiRequest {
     pub call: Call,
     pub method: Method,
@@ -141,6 +141,18 @@ pub struct ApiRequest {
     form_params: bool,
     /// Decoded once: every call routed by meeting reads it more than once.
     meeting_id: Option<String>,
+}
+
+impl std::fmt::Debug for ApiRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiRequest")
+            .field("call", &self.call)
+            .field("method", &self.method)
+            .field("meeting_id", &self.meeting_id)
+            .field("body_bytes", &self.body.len())
+            .field("upload", &self.upload)
+            .finish_non_exhaustive()
+    }
 }
 
 /// An `application/x-www-form-urlencoded` body: its parameters are the
@@ -291,7 +303,6 @@ impl ApiRequest {
 }
 
 /// A request ready for one backend.
-#[derive(Debug)]
 pub struct Outgoing {
     /// Absolute URL including the backend's checksum. Never log it.
     pub uri: String,
