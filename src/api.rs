@@ -289,11 +289,22 @@ pub fn signed_url(server: &ServerSpec, call: &str, query: &str) -> String {
     uri
 }
 
+/// Whether a raw `name=value` pair is named `name` once decoded, as
+/// `param` and the form-body signing string read it: a client may escape
+/// any letter of a name (`%72ecordID`).
+fn is_named(pair: &str, name: &str) -> bool {
+    let raw = pair.split_once('=').map_or(pair, |(k, _)| k);
+    raw == name
+        || form_urlencoded::parse(raw.as_bytes())
+            .next()
+            .is_some_and(|(k, _)| k == name)
+}
+
 /// Replaces the raw value of every `name=` pair, leaving every other byte.
 fn replace_param(raw: &str, name: &str, raw_value: &str) -> String {
     raw.split('&')
         .map(|pair| match pair.split_once('=') {
-            Some((k, _)) if k == name => format!("{k}={raw_value}"),
+            Some((k, _)) if is_named(pair, name) => format!("{k}={raw_value}"),
             _ => pair.to_string(),
         })
         .collect::<Vec<_>>()
@@ -302,7 +313,7 @@ fn replace_param(raw: &str, name: &str, raw_value: &str) -> String {
 
 fn remove_param(raw: &str, name: &str) -> String {
     raw.split('&')
-        .filter(|pair| pair.split_once('=').map_or(*pair, |(k, _)| k) != name)
+        .filter(|pair| !is_named(pair, name))
         .collect::<Vec<_>>()
         .join("&")
 }
@@ -400,6 +411,37 @@ mod tests {
         assert!(
             out.uri
                 .contains("publishRecordings?recordID=b%2Cc&publish=true&checksum=")
+        );
+    }
+
+    #[test]
+    fn escaped_names_are_the_names_they_decode_to() {
+        // A narrowed recordID replaces the one record_ids read...
+        let r = get(Call::PublishRecordings, "%72ecordID=a,b&publish=true").unwrap();
+        assert_eq!(r.record_ids(), vec!["a", "b"]);
+        let out = r.for_server(&server(), Some(&["b".to_string()]));
+        assert!(out.uri.contains("?%72ecordID=b&publish=true&checksum="));
+        // ...and a form body's checksum, found by its decoded name, is not
+        // forwarded next to the backend's.
+        let form = HeaderValue::from_static("application/x-www-form-urlencoded");
+        let (signed, _) = checksum::form_body_signing_string(b"meetingID=m");
+        let sum = checksum::sign("end", &signed, SECRET, Algorithm::Sha1);
+        let body = Bytes::from(format!("meetingID=m&%63hecksum={sum}"));
+        let r = ApiRequest::parse(
+            Call::End,
+            Method::POST,
+            None,
+            Some(form),
+            body,
+            SECRET,
+            &Algorithm::ALL,
+        )
+        .unwrap();
+        let out = r.for_server(&server(), None);
+        let expected = checksum::sign("end", &signed, "backend-secret", Algorithm::Sha256);
+        assert_eq!(
+            out.body,
+            Bytes::from(format!("meetingID=m&checksum={expected}"))
         );
     }
 
