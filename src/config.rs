@@ -475,6 +475,8 @@ fn normalize_host(host: &str) -> Result<String, String> {
     if !prefix.is_empty() && path == prefix {
         return Err("has a path that is neither empty nor ends in /bigbluebutton/api".into());
     }
+    // `//bigbluebutton/api` leaves `/`: the root never ends in a slash.
+    let prefix = prefix.trim_end_matches('/');
     Ok(format!(
         "{scheme}://{}{prefix}",
         authority.to_ascii_lowercase()
@@ -588,6 +590,18 @@ mod tests {
         ] {
             assert!(normalize_host(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn a_root_never_ends_in_a_slash() {
+        assert_eq!(
+            normalize_host("https://x//bigbluebutton/api").unwrap(),
+            "https://x"
+        );
+        assert_eq!(
+            normalize_host("https://x/p//bigbluebutton/api/").unwrap(),
+            "https://x/p"
+        );
     }
 
     #[test]
