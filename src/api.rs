@@ -271,7 +271,9 @@ impl ApiRequest {
             Signing::Query(unsigned) => {
                 let unsigned = match &replacement {
                     Some(value) => {
-                        std::borrow::Cow::Owned(replace_param(unsigned, "recordID", value))
+                        // UTF-8 cut at ASCII `&`/`=`, an ASCII value put in: nothing lost.
+                        let replaced = replace_param(unsigned.as_bytes(), "recordID", value);
+                        std::borrow::Cow::Owned(String::from_utf8_lossy(&replaced).into_owned())
                     }
                     None => std::borrow::Cow::Borrowed(unsigned.as_str()),
                 };
@@ -281,18 +283,18 @@ impl ApiRequest {
                 }
             }
             Signing::FormBody => {
-                let body = String::from_utf8_lossy(&self.body);
-                let mut body = remove_param(&body, "checksum");
+                // Bytes, not text: a body that is not UTF-8 goes on as it came.
+                let mut body = remove_param(&self.body, "checksum");
                 if let Some(value) = &replacement {
                     body = replace_param(&body, "recordID", value);
                 }
-                let (signed, _) = checksum::form_body_signing_string(body.as_bytes());
+                let (signed, _) = checksum::form_body_signing_string(&body);
                 let sum = checksum::sign(call, &signed, &server.secret, server.checksum);
                 if !body.is_empty() {
-                    body.push('&');
+                    body.push(b'&');
                 }
-                body.push_str("checksum=");
-                body.push_str(&sum);
+                body.extend_from_slice(b"checksum=");
+                body.extend_from_slice(sum.as_bytes());
                 Outgoing {
                     uri: format!("{}{call}", server.api_root()),
                     body: Bytes::from(body),
@@ -323,22 +325,33 @@ pub fn signed_url(server: &ServerSpec, call: &str, query: &str) -> String {
     uri
 }
 
-/// Replaces the raw value of every `name=` pair, leaving every other byte.
-fn replace_param(raw: &str, name: &str, raw_value: &str) -> String {
-    raw.split('&')
-        .map(|pair| match pair.split_once('=') {
-            Some((k, _)) if k == name => format!("{k}={raw_value}"),
-            _ => pair.to_string(),
-        })
-        .collect::<Vec<_>>()
-        .join("&")
+/// Whether a raw `name=value` pair is named `name` once decoded, as
+/// `param` and the form-body signing string read it: a client may escape
+/// any letter of a name (`%72ecordID`).
+fn is_named(pair: &[u8], name: &str) -> bool {
+    let raw = pair.split(|&b| b == b'=').next().unwrap_or_default();
+    raw == name.as_bytes()
+        || form_urlencoded::parse(raw)
+            .next()
+            .is_some_and(|(k, _)| k == name)
 }
 
-fn remove_param(raw: &str, name: &str) -> String {
-    raw.split('&')
-        .filter(|pair| pair.split_once('=').map_or(*pair, |(k, _)| k) != name)
+/// Replaces the raw value of every `name=` pair, leaving every other byte.
+fn replace_param(raw: &[u8], name: &str, raw_value: &str) -> Vec<u8> {
+    raw.split(|&b| b == b'&')
+        .map(|pair| match pair.iter().position(|&b| b == b'=') {
+            Some(eq) if is_named(pair, name) => [&pair[..=eq], raw_value.as_bytes()].concat(),
+            _ => pair.to_vec(),
+        })
         .collect::<Vec<_>>()
-        .join("&")
+        .join(&b'&')
+}
+
+fn remove_param(raw: &[u8], name: &str) -> Vec<u8> {
+    raw.split(|&b| b == b'&')
+        .filter(|pair| !is_named(pair, name))
+        .collect::<Vec<_>>()
+        .join(&b'&')
 }
 
 #[cfg(test)]
@@ -435,6 +448,64 @@ mod tests {
             out.uri
                 .contains("publishRecordings?recordID=b%2Cc&publish=true&checksum=")
         );
+    }
+
+    #[test]
+    fn escaped_names_are_the_names_they_decode_to() {
+        // A narrowed recordID replaces the one record_ids read...
+        let r = get(Call::PublishRecordings, "%72ecordID=a,b&publish=true").unwrap();
+        assert_eq!(r.record_ids(), vec!["a", "b"]);
+        let out = r.for_server(&server(), Some(&["b".to_string()]));
+        assert!(out.uri.contains("?%72ecordID=b&publish=true&checksum="));
+        // ...and a form body's checksum, found by its decoded name, is not
+        // forwarded next to the backend's.
+        let form = HeaderValue::from_static("application/x-www-form-urlencoded");
+        let (signed, _) = checksum::form_body_signing_string(b"meetingID=m");
+        let sum = checksum::sign("end", &signed, SECRET, Algorithm::Sha1);
+        let body = Bytes::from(format!("meetingID=m&%63hecksum={sum}"));
+        let r = ApiRequest::parse(
+            Call::End,
+            Method::POST,
+            None,
+            Some(form),
+            body,
+            SECRET,
+            &Algorithm::ALL,
+        )
+        .unwrap();
+        let out = r.for_server(&server(), None);
+        let expected = checksum::sign("end", &signed, "backend-secret", Algorithm::Sha256);
+        assert_eq!(
+            out.body,
+            Bytes::from(format!("meetingID=m&checksum={expected}"))
+        );
+    }
+
+    #[test]
+    fn form_body_that_is_not_utf8_is_forwarded_as_it_came() {
+        // A raw lead byte then an escaped continuation byte: the client means
+        // "ü"; made text first, the backend would get two U+FFFD instead.
+        let form = HeaderValue::from_static("application/x-www-form-urlencoded");
+        let (signed, _) = checksum::form_body_signing_string(b"name=\xC3%BC\xFF&meetingID=m");
+        let sum = checksum::sign("create", &signed, SECRET, Algorithm::Sha1);
+        let mut body = b"name=\xC3%BC\xFF&checksum=".to_vec();
+        body.extend_from_slice(sum.as_bytes());
+        body.extend_from_slice(b"&meetingID=m");
+        let r = ApiRequest::parse(
+            Call::Create,
+            Method::POST,
+            None,
+            Some(form),
+            Bytes::from(body),
+            SECRET,
+            &Algorithm::ALL,
+        )
+        .unwrap();
+        let out = r.for_server(&server(), None);
+        let expected = checksum::sign("create", &signed, "backend-secret", Algorithm::Sha256);
+        let mut expected_body = b"name=\xC3%BC\xFF&meetingID=m&checksum=".to_vec();
+        expected_body.extend_from_slice(expected.as_bytes());
+        assert_eq!(out.body, Bytes::from(expected_body));
     }
 
     #[test]

@@ -493,11 +493,26 @@ fn normalize_host(host: &str) -> Result<String, String> {
     if uri.host().is_none_or(str::is_empty) {
         return Err("has no valid host name".into());
     }
+    // hyper's client takes a port it cannot read for no port (443 or 80):
+    // a typo such as :99999 would quietly reach another service.
+    let port = authority
+        .rsplit_once(':')
+        .map(|(_, port)| port)
+        .filter(|port| !port.contains(']'));
+    if let Some(port) = port
+        && !(port.bytes().all(|b| b.is_ascii_digit()) && port.parse::<u16>().is_ok())
+    {
+        return Err(format!(
+            "has a port that is not a number from 0 to 65535: {port:?}"
+        ));
+    }
     let path = path.trim_end_matches('/');
     let prefix = path.strip_suffix("/bigbluebutton/api").unwrap_or(path);
     if !prefix.is_empty() && path == prefix {
         return Err("has a path that is neither empty nor ends in /bigbluebutton/api".into());
     }
+    // `//bigbluebutton/api` leaves `/`: the root never ends in a slash.
+    let prefix = prefix.trim_end_matches('/');
     Ok(format!(
         "{scheme}://{}{prefix}",
         authority.to_ascii_lowercase()
@@ -615,6 +630,39 @@ mod tests {
         ] {
             assert!(normalize_host(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn a_port_must_be_one() {
+        for bad in [
+            "https://x:99999",
+            "https://x:",
+            "https://x:+80/",
+            "http://[::1]:65536",
+        ] {
+            let err = normalize_host(bad).unwrap_err();
+            assert!(
+                err.starts_with("has a port that is not a number"),
+                "{bad}: {err}"
+            );
+        }
+        assert_eq!(
+            normalize_host("http://[::1]:65535/").unwrap(),
+            "http://[::1]:65535"
+        );
+        assert_eq!(normalize_host("http://[::1]").unwrap(), "http://[::1]");
+    }
+
+    #[test]
+    fn a_root_never_ends_in_a_slash() {
+        assert_eq!(
+            normalize_host("https://x//bigbluebutton/api").unwrap(),
+            "https://x"
+        );
+        assert_eq!(
+            normalize_host("https://x/p//bigbluebutton/api/").unwrap(),
+            "https://x/p"
+        );
     }
 
     #[test]

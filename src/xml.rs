@@ -66,6 +66,8 @@ pub fn is_success(body: &[u8]) -> bool {
 /// The bytes between `<list>` and `</list>`, a direct child of `<response>`.
 /// `Some(empty)` for `<list/>`; `None` when the answer has no such list.
 pub fn list_content<'a>(body: &'a [u8], list: &str) -> Option<&'a [u8]> {
+    // quick_xml skips a byte order mark and counts positions after it.
+    let body = body.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(body);
     let mut reader = Reader::from_str(std::str::from_utf8(body).ok()?);
     let mut depth = 0usize;
     loop {
@@ -288,6 +290,23 @@ mod tests {
             None
         );
         assert_eq!(merge_lists([], "recordings"), None);
+    }
+
+    #[test]
+    fn an_answer_may_start_with_a_byte_order_mark() {
+        let bom = |body: &str| format!("\u{FEFF}{body}");
+        let merged = merge_lists(
+            [bom(B).as_bytes(), bom(EMPTY).as_bytes(), bom(B).as_bytes()],
+            "meetings",
+        )
+        .unwrap();
+        let meeting = "<meeting><meetingID>c</meetingID></meeting>";
+        assert_eq!(
+            String::from_utf8(merged).unwrap(),
+            format!(
+                "<response><returncode>SUCCESS</returncode><meetings>{meeting}{meeting}</meetings></response>"
+            )
+        );
     }
 
     #[test]
