@@ -3,6 +3,11 @@
 # baseline) if it is missing and this is a Debian/Ubuntu machine we may
 # install on, builds in release mode, and runs tinyscale-bench.
 #   bash bench/run.sh [--quick] [--out FILE] [--instructions]
+#   bash bench/run.sh --soak MINUTES [--out FILE]
+# --soak runs a steady mixed load for MINUTES instead (one server down and up
+# every minute, slow and vanishing clients), samples tinyscale's memory and
+# open files every second, and exits 1 if memory grew by more than 10% after
+# the first minute or any error other than the expected ones came back.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if ! [ -x /usr/sbin/nginx ] && command -v apt-get >/dev/null 2>&1; then

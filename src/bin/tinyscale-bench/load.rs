@@ -30,8 +30,18 @@ pub enum Check {
     Count(String, usize),
 }
 
+/// What came back for one request.
+pub struct Answer {
+    pub status: u16,
+    pub location: Option<String>,
+    pub body: Bytes,
+}
+
 impl Check {
-    fn holds(&self, status: u16, location: Option<&str>, body: &[u8]) -> bool {
+    /// Whether `answer` is a right one.
+    pub fn holds(&self, answer: &Answer) -> bool {
+        let (status, location, body) =
+            (answer.status, answer.location.as_deref(), &answer.body[..]);
         match self {
             Check::Body(parts) => {
                 status == 200
@@ -133,6 +143,11 @@ impl Conn {
     pub async fn send(&mut self, call: &Call) -> bool {
         send(self.0.entry(call.addr).or_default(), call).await
     }
+
+    /// Sends one call; its answer, if one came.
+    pub async fn exchange(&mut self, call: &Call) -> Option<Answer> {
+        exchange(self.0.entry(call.addr).or_default(), call).await
+    }
 }
 
 /// The GET a call makes.
@@ -144,17 +159,24 @@ fn get_request(call: &Call) -> hyper::Request<Empty<Bytes>> {
 }
 
 /// Sends one call on `conn` (reconnecting if needed); whether it was right.
-/// A request that never left because the server had just closed the
-/// connection (nginx does after `keepalive_requests`) is sent again on a new
-/// one, as any HTTP client does; any other failure is an error.
 async fn send(conn: &mut Option<Connection>, call: &Call) -> bool {
+    exchange(conn, call)
+        .await
+        .is_some_and(|answer| call.check.holds(&answer))
+}
+
+/// Sends one call on `conn` (reconnecting if needed); its answer, if one
+/// came. A request that never left because the server had just closed the
+/// connection (nginx does after `keepalive_requests`) is sent again on a new
+/// one, as any HTTP client does; any other failure is no answer.
+async fn exchange(conn: &mut Option<Connection>, call: &Call) -> Option<Answer> {
     let mut request = get_request(call);
     let mut response = None;
     for _ in 0..2 {
         if conn.as_ref().is_none_or(|c| c.sender.is_closed()) {
             *conn = connect(call.addr).await;
         }
-        let Some(c) = conn.as_mut() else { return false };
+        let c = conn.as_mut()?;
         if c.sender.ready().await.is_err() {
             *conn = connect(call.addr).await;
             continue;
@@ -166,16 +188,11 @@ async fn send(conn: &mut Option<Connection>, call: &Call) -> bool {
             }
             Err(mut e) => {
                 *conn = None;
-                match e.take_message() {
-                    Some(unsent) => request = unsent,
-                    None => return false,
-                }
+                request = e.take_message()?;
             }
         }
     }
-    let Some(response) = response else {
-        return false;
-    };
+    let response = response?;
     let status = response.status().as_u16();
     let location = response
         .headers()
@@ -184,10 +201,13 @@ async fn send(conn: &mut Option<Connection>, call: &Call) -> bool {
         .map(str::to_string);
     let Ok(body) = response.into_body().collect().await else {
         *conn = None;
-        return false;
+        return None;
     };
-    call.check
-        .holds(status, location.as_deref(), &body.to_bytes())
+    Some(Answer {
+        status,
+        location,
+        body: body.to_bytes(),
+    })
 }
 
 /// `concurrency` connections, each sending the next call as soon as the last

@@ -4,10 +4,13 @@
 //! checked. See the README's performance section.
 //!
 //!     cargo build --release && target/release/tinyscale-bench [--quick] [--out FILE]
+//!
+//! `--soak MINUTES` runs the soak instead (see `soak`).
 
 mod count;
 mod load;
 mod procs;
+mod soak;
 
 use load::{Call, Check, Outcome, Source, split_url};
 use procs::Sim;
@@ -39,6 +42,8 @@ struct Opts {
     via: Option<String>,
     /// Count instructions per call under callgrind instead (see `count`).
     instructions: bool,
+    /// Run the soak for this many minutes instead (see `soak`).
+    soak: Option<f64>,
 }
 
 fn opts() -> Opts {
@@ -49,6 +54,7 @@ fn opts() -> Opts {
         seconds: None,
         via: None,
         instructions: false,
+        soak: None,
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -59,9 +65,16 @@ fn opts() -> Opts {
             "--only" => opts.only = args.next(),
             "--via" => opts.via = args.next(),
             "--seconds" => opts.seconds = args.next().and_then(|s| s.parse().ok()),
+            "--soak" => match args.next().and_then(|s| s.parse::<f64>().ok()) {
+                Some(m) if m > 0.0 && m <= 24.0 * 60.0 => opts.soak = Some(m),
+                _ => {
+                    eprintln!("tinyscale-bench: --soak takes a number of minutes, e.g. --soak 10");
+                    std::process::exit(2);
+                }
+            },
             "--help" | "-h" => {
                 println!(
-                    "tinyscale-bench [--quick] [--out FILE] [--only SCENARIO|latency] [--via TARGET] [--seconds S] [--instructions]: see the README's performance section"
+                    "tinyscale-bench [--quick] [--out FILE] [--only SCENARIO|latency] [--via TARGET] [--seconds S] [--instructions] [--soak MINUTES]: see the README's performance section"
                 );
                 std::process::exit(0);
             }
@@ -446,6 +459,15 @@ async fn main() {
     }
     let dir = std::env::temp_dir().join(format!("tinyscale-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
+    if let Some(minutes) = opts.soak {
+        let (report, passed) = soak::run(minutes, &dir).await;
+        println!("{report}");
+        if let Some(out) = opts.out {
+            std::fs::write(&out, &report).unwrap();
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+        std::process::exit(if passed { 0 } else { 1 });
+    }
     if opts.instructions {
         let report = instructions(&dir).await;
         println!("{report}");
