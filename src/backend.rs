@@ -307,7 +307,19 @@ impl Backend {
         let to = Destination::parse(uri).ok_or_else(bad_url)?;
         let host = to.host().ok_or_else(bad_url)?;
         let started = Instant::now();
-        let deadline = tokio::time::Instant::now() + self.response_timeout;
+        // The server has the response timeout for its answer, counted from
+        // the request's start or, for an upload, from the client's last
+        // piece of it: a slow client's upload is not the server's delay.
+        let timeout = self.response_timeout;
+        let since = tokio::time::Instant::now();
+        let upload = match &body {
+            Source::Upload(upload) => Some(upload.state()),
+            Source::Bytes(_) => None,
+        };
+        let deadline = move || match &upload {
+            Some(upload) => upload.last_activity().max(since) + timeout,
+            None => since + timeout,
+        };
         let work = async {
             let (parts, incoming, sender) = self
                 .exchange(&to, &method, &host, content_type, body)
@@ -339,7 +351,7 @@ impl Backend {
                             first: Some(head.clone()),
                             incoming,
                             home: Some((sender, to.origin.to_string(), self.pool.clone())),
-                            deadline: Box::pin(tokio::time::sleep_until(deadline)),
+                            deadline: Box::pin(tokio::time::sleep_until(deadline())),
                             timeout: self.response_timeout,
                         };
                         (head, Some(rest))
@@ -356,9 +368,15 @@ impl Backend {
                 elapsed: started.elapsed(),
             })
         };
-        match tokio::time::timeout_at(deadline, work).await {
-            Ok(result) => result,
-            Err(_) => Err(BackendError::Timeout(self.response_timeout)),
+        let mut work = std::pin::pin!(work);
+        loop {
+            let until = deadline();
+            match tokio::time::timeout_at(until, &mut work).await {
+                Ok(result) => return result,
+                // The upload moved meanwhile: the deadline moved with it.
+                Err(_) if deadline() > until => continue,
+                Err(_) => return Err(BackendError::Timeout(timeout)),
+            }
         }
     }
 

@@ -24,8 +24,23 @@ use std::task::{Context, Poll};
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// What became of an upload, seen from the request that owns it.
-#[derive(Debug, Default)]
-pub struct UploadState(AtomicU8);
+#[derive(Debug)]
+pub struct UploadState {
+    failure: AtomicU8,
+    /// When the client last sent a piece of it (or it ended): a slow
+    /// client's upload keeps its request alive while it moves, and the
+    /// server's response timeout counts from its end.
+    last_activity: Mutex<tokio::time::Instant>,
+}
+
+impl Default for UploadState {
+    fn default() -> UploadState {
+        UploadState {
+            failure: AtomicU8::new(FINE),
+            last_activity: Mutex::new(tokio::time::Instant::now()),
+        }
+    }
+}
 
 /// Why an upload stopped before its end.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -42,7 +57,7 @@ const CLIENT_GONE: u8 = 2;
 
 impl UploadState {
     pub fn failure(&self) -> Option<UploadFailure> {
-        match self.0.load(Ordering::Relaxed) {
+        match self.failure.load(Ordering::Relaxed) {
             TOO_LARGE => Some(UploadFailure::TooLarge),
             CLIENT_GONE => Some(UploadFailure::ClientGone),
             _ => None,
@@ -51,8 +66,17 @@ impl UploadState {
 
     fn fail(&self, why: u8) {
         let _ = self
-            .0
+            .failure
             .compare_exchange(FINE, why, Ordering::Relaxed, Ordering::Relaxed);
+    }
+
+    /// When the client last sent a piece (or the end) of the upload.
+    pub fn last_activity(&self) -> tokio::time::Instant {
+        *self.last_activity.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn moved(&self) {
+        *self.last_activity.lock().unwrap_or_else(|e| e.into_inner()) = tokio::time::Instant::now();
     }
 }
 
@@ -89,6 +113,7 @@ impl Body for ClientBody {
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match Pin::new(&mut self.incoming).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
+                self.state.moved();
                 if let Some(data) = frame.data_ref() {
                     self.seen += data.len() as u64;
                     if self.seen > self.limit {
@@ -102,7 +127,10 @@ impl Body for ClientBody {
                 self.state.fail(CLIENT_GONE);
                 Poll::Ready(Some(Err(Box::new(e))))
             }
-            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Ready(None) => {
+                self.state.moved();
+                Poll::Ready(None)
+            }
             Poll::Pending => Poll::Pending,
         }
     }

@@ -49,6 +49,17 @@ struct RawReply {
 /// reads the answer; stops writing when the other side stops reading.
 /// The head asks for `Connection: close`, so the answer ends at EOF.
 async fn raw_upload(lb: &Balancer, path_and_query: &str, size: u64, chunked: bool) -> RawReply {
+    raw_upload_paced(lb, path_and_query, size, chunked, Duration::ZERO).await
+}
+
+/// [`raw_upload`], waiting `pause` after each 64 KiB piece (a slow client).
+async fn raw_upload_paced(
+    lb: &Balancer,
+    path_and_query: &str,
+    size: u64,
+    chunked: bool,
+    pause: Duration,
+) -> RawReply {
     let stream = TcpStream::connect(lb.addr).await.expect("connect");
     let (mut reader, mut writer) = stream.into_split();
     let framing = if chunked {
@@ -74,6 +85,9 @@ async fn raw_upload(lb: &Balancer, path_and_query: &str, size: u64, chunked: boo
                 writer.write_all(&piece).await?;
             }
             sent += piece.len() as u64;
+            if !pause.is_zero() {
+                tokio::time::sleep(pause).await;
+            }
         }
         if chunked {
             writer.write_all(b"0\r\n\r\n").await?;
@@ -299,4 +313,25 @@ async fn many_concurrent_lists_over_many_servers_hold_bounded_memory() {
         after < 64 * 1024,
         "peak RSS {after} KiB (was {before} KiB; 32 answers held whole would be {held_whole} KiB more)"
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_slow_upload_is_not_cut_by_the_response_timeout() {
+    // The upload takes about 3 s; the server has 1 s once it has it all.
+    let cluster = Cluster::start_with(1, &[("TINYSCALE_RESPONSE_TIMEOUT", "1")]).await;
+    let path = create_path(&cluster, "slow-slides");
+    let size = 20 * 64 * 1024;
+    let reply = raw_upload_paced(&cluster.lb, &path, size, false, Duration::from_millis(150)).await;
+    assert_eq!(reply.status, Some(200), "{}", reply.text);
+    assert!(
+        reply.text.contains("<returncode>SUCCESS</returncode>"),
+        "{}",
+        reply.text
+    );
+    let seen = cluster.sims[0]
+        .requests()
+        .into_iter()
+        .find(|r| r.call == "create")
+        .unwrap();
+    assert_eq!(seen.body.len() as u64, size);
 }
