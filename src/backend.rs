@@ -351,6 +351,9 @@ impl Backend {
                             first: Some(head.clone()),
                             incoming,
                             home: Some((sender, to.origin.to_string(), self.pool.clone())),
+                            budget: deadline()
+                                .saturating_duration_since(tokio::time::Instant::now()),
+                            waiting_since: None,
                             deadline: Box::pin(tokio::time::sleep_until(deadline())),
                             timeout: self.response_timeout,
                         };
@@ -549,13 +552,19 @@ async fn read_head(incoming: &mut Incoming) -> Result<Bytes, BackendError> {
 }
 
 /// The rest of a large answer, streaming to the client. Its connection goes
-/// back to the pool when the answer has been read to its end; an answer
-/// still unfinished at the response timeout is cut (the client's
-/// connection ends, the server's is closed).
+/// back to the pool when the answer has been read to its end. The server
+/// has what is left of the response timeout for it, counting only the time
+/// spent waiting for the server (not a slow client's time to take it):
+/// past that the answer is cut (the client's connection ends, the server's
+/// is closed).
 pub struct Rest {
     first: Option<Bytes>,
     incoming: Incoming,
     home: Option<(Sender, String, Pool)>,
+    /// What is left of the response timeout.
+    budget: Duration,
+    /// Since when the server is being waited for, if it is.
+    waiting_since: Option<tokio::time::Instant>,
     deadline: Pin<Box<tokio::time::Sleep>>,
     timeout: Duration,
 }
@@ -563,6 +572,23 @@ pub struct Rest {
 impl std::fmt::Debug for Rest {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("Rest")
+    }
+}
+
+impl Rest {
+    /// Waiting for the server: an error once its time is up.
+    fn wait(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.deadline.as_mut().poll(cx) {
+            Poll::Ready(()) => {
+                self.home = None;
+                let timeout = self.timeout;
+                Poll::Ready(Some(Err(format!(
+                    "the server's answer did not finish within {timeout:?}"
+                )
+                .into())))
+            }
+            Poll::Pending => Poll::Pending,
+        }
     }
 }
 
@@ -577,7 +603,13 @@ impl http_body::Body for Rest {
         if let Some(first) = self.first.take() {
             return Poll::Ready(Some(Ok(Frame::data(first))));
         }
-        match Pin::new(&mut self.incoming).poll_frame(cx) {
+        let polled = Pin::new(&mut self.incoming).poll_frame(cx);
+        if polled.is_ready()
+            && let Some(since) = self.waiting_since.take()
+        {
+            self.budget = self.budget.saturating_sub(since.elapsed());
+        }
+        match polled {
             Poll::Ready(None) => {
                 if let Some((sender, origin, pool)) = self.home.take() {
                     checkin(&pool, &origin, sender);
@@ -585,20 +617,17 @@ impl http_body::Body for Rest {
                 Poll::Ready(None)
             }
             Poll::Ready(Some(frame)) => Poll::Ready(Some(frame.map_err(Into::into))),
-            Poll::Pending => match self.deadline.as_mut().poll(cx) {
-                Poll::Ready(()) => {
-                    self.home = None;
-                    let timeout = self.timeout;
-                    Poll::Ready(Some(Err(format!(
-                        "the server's answer did not finish within {timeout:?}"
-                    )
-                    .into())))
+            Poll::Pending => {
+                if self.waiting_since.is_none() {
+                    let now = tokio::time::Instant::now();
+                    self.waiting_since = Some(now);
+                    let until = now + self.budget;
+                    self.deadline.as_mut().reset(until);
                 }
-                Poll::Pending => Poll::Pending,
-            },
+                self.wait(cx)
+            }
         }
     }
-
     fn is_end_stream(&self) -> bool {
         self.first.is_none() && self.incoming.is_end_stream()
     }

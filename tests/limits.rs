@@ -335,3 +335,41 @@ async fn a_slow_upload_is_not_cut_by_the_response_timeout() {
         .unwrap();
     assert_eq!(seen.body.len() as u64, size);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_slow_reader_gets_a_large_answer_whole_past_the_response_timeout() {
+    let cluster = Cluster::start_with(1, &[("TINYSCALE_RESPONSE_TIMEOUT", "1")]).await;
+    cluster.create("huge").await;
+    let size = 8 * MIB;
+    cluster.sims[0].set_huge_answer("getMeetingInfo", size);
+    let url = cluster.url("getMeetingInfo", "meetingID=huge");
+    let path = &url[url.find("/bigbluebutton").unwrap()..];
+    let mut stream = TcpStream::connect(cluster.lb.addr).await.unwrap();
+    let head = format!("GET {path} HTTP/1.1\r\nHost: lb\r\nConnection: close\r\n\r\n");
+    stream.write_all(head.as_bytes()).await.unwrap();
+    // About 6 s to read it all, while the server has 1 s.
+    let mut answer = Vec::new();
+    let mut piece = vec![0u8; 64 * 1024];
+    let reading = async {
+        loop {
+            let n = stream.read(&mut piece).await.unwrap();
+            if n == 0 {
+                break;
+            }
+            answer.extend_from_slice(&piece[..n]);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    tokio::time::timeout(PATIENCE * 3, reading)
+        .await
+        .expect("the answer ends");
+    let text = String::from_utf8_lossy(&answer);
+    let body = &text[text.find("\r\n\r\n").unwrap() + 4..];
+    let expected: Vec<u8> = HugeAnswer::new("getMeetingInfo", size).flatten().collect();
+    // Chunked framing aside, the whole answer arrived.
+    assert!(
+        body.ends_with("</metadata></response>\r\n0\r\n\r\n"),
+        "cut short"
+    );
+    assert!(body.len() > expected.len());
+}
