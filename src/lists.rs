@@ -228,7 +228,10 @@ async fn one_part(sending: Arc<Sending>, ask: Ask, list: List) -> Option<Bytes> 
             Some(answer.body.slice_ref(content))
         }
         Err(e) => {
-            if e.is_servers_fault() {
+            // A timeout here may be the client's doing (a slow reader stops
+            // these calls from being read); the poller judges the server.
+            let timed_out = matches!(e, crate::backend::BackendError::Timeout(_));
+            if e.is_servers_fault() && !timed_out {
                 sending.metrics.backend(server.name(), None);
                 health::note(&sending.state, &server, Err(e.to_string()));
             }
