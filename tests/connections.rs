@@ -357,6 +357,49 @@ async fn holds_1500_idle_connections_and_still_answers() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn running_out_of_file_descriptors_is_survived() {
+    let sims = Cluster::sims(1).await;
+    let file = scratch_dir().join("servers.json");
+    write_servers(&file, vec![entry(&sims, 0)]);
+    // 80 descriptors, soft and hard: tinyscale cannot raise it, and more
+    // clients come than it can hold.
+    let lb = Balancer::start_under_ulimit(
+        &[
+            ("TINYSCALE_SECRET", SECRET),
+            ("TINYSCALE_SERVERS", file.to_str().unwrap()),
+            ("TINYSCALE_THREADS", "2"),
+        ],
+        "-n 80",
+    );
+    assert!(lb.wait_for_log("is below TINYSCALE_MAX_CONNECTIONS").await);
+    let metrics = lb.metrics_addr.expect("metrics on");
+    let mut clients = Vec::new();
+    for _ in 0..150 {
+        clients.push(connect(&lb).await);
+    }
+    for _ in 0..20 {
+        clients.push(TcpStream::connect(metrics).await.expect("connect"));
+    }
+    assert!(lb.wait_for_log("accept failed on the API address").await);
+    assert!(
+        lb.wait_for_log("accept failed on the metrics address")
+            .await
+    );
+    // The clients leave: tinyscale serves again, on both addresses.
+    drop(clients);
+    let query = signed(
+        "getMeetings",
+        "",
+        SECRET,
+        tinyscale::checksum::Algorithm::Sha1,
+    );
+    let reply = get(&format!("{}getMeetings?{query}", lb.api())).await;
+    assert_eq!(reply.returncode(), Some("SUCCESS"), "{}", reply.body);
+    let health = get(&format!("http://{metrics}/healthz")).await;
+    assert_eq!(health.status, 200, "{}", health.body);
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn connections_past_the_limit_wait_for_a_free_place() {
     let cluster = Cluster::start_with(1, &[("TINYSCALE_MAX_CONNECTIONS", "5")]).await;
     let mut held = Vec::new();

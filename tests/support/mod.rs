@@ -160,10 +160,16 @@ impl Balancer {
     /// Like `start`, with the soft open-files limit (`ulimit -Sn`) lowered
     /// to `soft` for tinyscale (the hard limit stays).
     pub fn start_with_open_files(env: &[(&str, &str)], soft: u64) -> Balancer {
+        Self::start_under_ulimit(env, &format!("-Sn {soft}"))
+    }
+
+    /// Like `start`, with `ulimit ARGS` applied to tinyscale (`-n 80`: at
+    /// most 80 open files, soft and hard).
+    pub fn start_under_ulimit(env: &[(&str, &str)], args: &str) -> Balancer {
         let mut command = Command::new("sh");
         command
             .arg("-c")
-            .arg(format!("ulimit -Sn {soft} && exec \"$0\""))
+            .arg(format!("ulimit {args} && exec \"$0\""))
             .arg(env!("CARGO_BIN_EXE_tinyscale"));
         Self::try_start_command(command, env)
             .unwrap_or_else(|(code, logs)| panic!("tinyscale exited ({code:?}): {logs}"))
