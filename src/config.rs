@@ -11,8 +11,9 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-/// Settings taken from the environment at start-up.
-#[derive(Clone, Debug)]
+/// Settings taken from the environment at start-up. `Debug` shows the
+/// secret as `***`.
+#[derive(Clone)]
 pub struct Settings {
     pub listen: SocketAddr,
     /// The one secret the LMS signs with.
@@ -51,6 +52,80 @@ pub struct Settings {
     pub log_format: LogFormat,
     /// Event-loop threads serving requests (one per core by default).
     pub threads: usize,
+    /// Largest request line and headers together, in bytes.
+    pub max_header_bytes: usize,
+    /// Most header fields in one request.
+    pub max_headers: usize,
+    /// How long a keep-alive client connection may wait for its next request.
+    pub idle_timeout: Duration,
+    /// How long a client may take to send a request head, from its first byte.
+    pub header_timeout: Duration,
+    /// Client connections served at once; more wait in the listen backlog.
+    pub max_connections: usize,
+}
+
+/// What `Debug` shows in place of a secret.
+pub const HIDDEN: &str = "***";
+
+impl std::fmt::Debug for Settings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Every field but the secret, so that a new field cannot be
+        // forgotten silently: destructuring fails to compile without it.
+        let Settings {
+            listen,
+            secret: _,
+            servers_path,
+            algorithms,
+            connect_timeout,
+            response_timeout,
+            max_body,
+            max_form_body,
+            max_list_answer,
+            log_filter,
+            poll_interval,
+            poll_timeout,
+            down_after,
+            up_after,
+            strategy,
+            new_meeting_load,
+            shutdown_timeout,
+            metrics_listen,
+            log_format,
+            threads,
+            max_header_bytes,
+            max_headers,
+            idle_timeout,
+            header_timeout,
+            max_connections,
+        } = self;
+        f.debug_struct("Settings")
+            .field("listen", listen)
+            .field("secret", &format_args!("{HIDDEN}"))
+            .field("servers_path", servers_path)
+            .field("algorithms", algorithms)
+            .field("connect_timeout", connect_timeout)
+            .field("response_timeout", response_timeout)
+            .field("max_body", max_body)
+            .field("max_form_body", max_form_body)
+            .field("max_list_answer", max_list_answer)
+            .field("log_filter", log_filter)
+            .field("poll_interval", poll_interval)
+            .field("poll_timeout", poll_timeout)
+            .field("down_after", down_after)
+            .field("up_after", up_after)
+            .field("strategy", strategy)
+            .field("new_meeting_load", new_meeting_load)
+            .field("shutdown_timeout", shutdown_timeout)
+            .field("metrics_listen", metrics_listen)
+            .field("log_format", log_format)
+            .field("threads", threads)
+            .field("max_header_bytes", max_header_bytes)
+            .field("max_headers", max_headers)
+            .field("idle_timeout", idle_timeout)
+            .field("header_timeout", header_timeout)
+            .field("max_connections", max_connections)
+            .finish()
+    }
 }
 
 /// How log lines are written.
@@ -99,6 +174,9 @@ pub const DEFAULT_PORT: u16 = 8000;
 pub const DEFAULT_MAX_BODY: usize = 64 * 1024 * 1024;
 pub const DEFAULT_MAX_FORM_BODY: usize = 1024 * 1024;
 pub const DEFAULT_MAX_LIST_ANSWER: usize = 16 * 1024 * 1024;
+pub const DEFAULT_MAX_HEADER_BYTES: usize = 64 * 1024;
+pub const DEFAULT_MAX_HEADERS: usize = 100;
+pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 
 impl Settings {
     /// Reads the settings through `var` (the process environment in
@@ -219,6 +297,33 @@ impl Settings {
                     .ok_or_else(|| "expected a number of threads from 1 to 256".into())
             },
         )?;
+        let max_header_bytes = parsed(
+            &var,
+            "TINYSCALE_MAX_HEADER_BYTES",
+            || DEFAULT_MAX_HEADER_BYTES,
+            |v| {
+                parse_size(v)
+                    .ok()
+                    .filter(|n| (1 << 10..=16 << 20).contains(n))
+                    .ok_or_else(|| "expected a size from 1K to 16M, such as 65536 or 64K".into())
+            },
+        )?;
+        let whole = |name: &'static str, default: usize, range: std::ops::RangeInclusive<usize>| {
+            parsed(
+                &var,
+                name,
+                || default,
+                |v| {
+                    v.parse().ok().filter(|n| range.contains(n)).ok_or_else(|| {
+                        format!(
+                            "expected a whole number from {} to {}",
+                            range.start(),
+                            range.end()
+                        )
+                    })
+                },
+            )
+        };
         Ok(Settings {
             listen: SocketAddr::new(bind, port),
             secret,
@@ -242,6 +347,15 @@ impl Settings {
             metrics_listen,
             log_format,
             threads,
+            max_header_bytes,
+            max_headers: whole("TINYSCALE_MAX_HEADERS", DEFAULT_MAX_HEADERS, 10..=10_000)?,
+            idle_timeout: seconds("TINYSCALE_IDLE_TIMEOUT", 60.0)?,
+            header_timeout: seconds("TINYSCALE_HEADER_TIMEOUT", 30.0)?,
+            max_connections: whole(
+                "TINYSCALE_MAX_CONNECTIONS",
+                DEFAULT_MAX_CONNECTIONS,
+                1..=1_000_000,
+            )?,
         })
     }
 }
@@ -332,8 +446,8 @@ impl ServerState {
     }
 }
 
-/// One BBB server as configured.
-#[derive(Clone, Debug, PartialEq)]
+/// One BBB server as configured. `Debug` shows the secret as `***`.
+#[derive(Clone, PartialEq)]
 pub struct ServerSpec {
     /// The server root, `scheme://host[:port]` plus any path before
     /// `/bigbluebutton/api`, without a trailing slash. Also its identity.
@@ -347,6 +461,26 @@ pub struct ServerSpec {
     /// `{base}/bigbluebutton/api/`, made once: every forwarded call starts
     /// with it.
     api_root: String,
+}
+
+impl std::fmt::Debug for ServerSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let ServerSpec {
+            base,
+            secret: _,
+            checksum,
+            state,
+            weight,
+            api_root: _,
+        } = self;
+        f.debug_struct("ServerSpec")
+            .field("base", base)
+            .field("secret", &format_args!("{HIDDEN}"))
+            .field("checksum", checksum)
+            .field("state", state)
+            .field("weight", weight)
+            .finish_non_exhaustive()
+    }
 }
 
 impl ServerSpec {
@@ -377,7 +511,9 @@ impl ServerSpec {
 #[serde(deny_unknown_fields)]
 struct RawServer {
     host: Option<String>,
-    secret: Option<String>,
+    /// Any JSON value, checked below: serde's own type error would quote
+    /// a secret written as a number in the error message.
+    secret: Option<serde_json::Value>,
     checksum: Option<String>,
     state: Option<String>,
     weight: Option<f64>,
@@ -420,11 +556,19 @@ pub fn parse_servers(text: &str, file: &str) -> Result<Vec<ServerSpec>, ConfigEr
             .ok_or_else(|| fail(format!("server #{n}: \"host\" is missing")))?;
         let base =
             normalize_host(&host).map_err(|why| fail(format!("server #{n} ({host}): {why}")))?;
-        let secret = raw.secret.filter(|s| !s.trim().is_empty()).ok_or_else(|| {
-            fail(format!(
-                "server #{n} ({host}): \"secret\" is missing or empty"
-            ))
-        })?;
+        let secret = match raw.secret {
+            Some(serde_json::Value::String(s)) if !s.trim().is_empty() => s,
+            None | Some(serde_json::Value::String(_)) | Some(serde_json::Value::Null) => {
+                return Err(fail(format!(
+                    "server #{n} ({host}): \"secret\" is missing or empty"
+                )));
+            }
+            Some(_) => {
+                return Err(fail(format!(
+                    "server #{n} ({host}): \"secret\" must be a string (in quotes)"
+                )));
+            }
+        };
         let checksum = match raw.checksum {
             None => Algorithm::Sha256,
             Some(name) => Algorithm::parse(&name).ok_or_else(|| {
@@ -551,6 +695,11 @@ mod tests {
         assert_eq!(s.shutdown_timeout, Duration::from_secs(10));
         assert_eq!(s.metrics_listen, Some("127.0.0.1:9464".parse().unwrap()));
         assert_eq!(s.log_format, LogFormat::Text);
+        assert_eq!(s.max_header_bytes, 65536);
+        assert_eq!(s.max_headers, 100);
+        assert_eq!(s.idle_timeout, Duration::from_secs(60));
+        assert_eq!(s.header_timeout, Duration::from_secs(30));
+        assert_eq!(s.max_connections, 10_000);
         let off =
             settings(&[("TINYSCALE_SECRET", "s"), ("TINYSCALE_METRICS_BIND", "off")]).unwrap();
         assert_eq!(off.metrics_listen, None);
@@ -577,8 +726,17 @@ mod tests {
             ("TINYSCALE_POLL_INTERVAL", "0.5"),
             ("TINYSCALE_STRATEGY", "least-loaded"),
             ("TINYSCALE_DOWN_AFTER", "3"),
+            ("TINYSCALE_MAX_HEADER_BYTES", "16K"),
+            ("TINYSCALE_MAX_HEADERS", "50"),
+            ("TINYSCALE_IDLE_TIMEOUT", "5"),
+            ("TINYSCALE_HEADER_TIMEOUT", "0.5"),
+            ("TINYSCALE_MAX_CONNECTIONS", "200"),
         ])
         .unwrap();
+        assert_eq!((s.max_header_bytes, s.max_headers), (16 << 10, 50));
+        assert_eq!(s.idle_timeout, Duration::from_secs(5));
+        assert_eq!(s.header_timeout, Duration::from_millis(500));
+        assert_eq!(s.max_connections, 200);
         assert_eq!(s.poll_interval, Duration::from_millis(500));
         assert_eq!(s.strategy, Strategy::LeastLoaded);
         assert_eq!(s.down_after, 3);
@@ -601,10 +759,44 @@ mod tests {
             ("TINYSCALE_METRICS_BIND", "9464"),
             ("TINYSCALE_LOG_FORMAT", "xml"),
             ("TINYSCALE_THREADS", "0"),
+            ("TINYSCALE_MAX_HEADER_BYTES", "100"),
+            ("TINYSCALE_MAX_HEADER_BYTES", "1G"),
+            ("TINYSCALE_MAX_HEADERS", "many"),
+            ("TINYSCALE_MAX_HEADERS", "1"),
+            ("TINYSCALE_IDLE_TIMEOUT", "0"),
+            ("TINYSCALE_HEADER_TIMEOUT", "never"),
+            ("TINYSCALE_MAX_CONNECTIONS", "0"),
+            ("TINYSCALE_MAX_CONNECTIONS", "-5"),
         ] {
             let err = settings(&[("TINYSCALE_SECRET", "s"), (name, value)]).unwrap_err();
             assert!(err.to_string().starts_with(name), "{err}");
         }
+    }
+
+    #[test]
+    fn debug_output_hides_secrets() {
+        let s = settings(&[("TINYSCALE_SECRET", "settings-secret-4711")]).unwrap();
+        let shown = format!("{s:?} {s:#?}");
+        assert!(!shown.contains("settings-secret-4711"), "{shown}");
+        assert!(shown.contains("secret: ***"), "{shown}");
+        assert!(shown.contains("max_connections: 10000"), "{shown}");
+
+        let spec = ServerSpec::new(
+            "https://a.example.org",
+            "server-secret-0815",
+            Algorithm::Sha1,
+        );
+        let servers = parse_servers(
+            r#"[{"host":"https://b.example.org","secret":"file-secret-1234"}]"#,
+            "servers.json",
+        )
+        .unwrap();
+        let shown = format!("{spec:?} {spec:#?} {servers:?}");
+        for secret in ["server-secret-0815", "file-secret-1234"] {
+            assert!(!shown.contains(secret), "{shown}");
+        }
+        assert!(shown.contains("secret: ***"), "{shown}");
+        assert!(shown.contains("https://a.example.org"), "{shown}");
     }
 
     #[test]
@@ -727,11 +919,20 @@ mod tests {
                 r#"[{"host":"https://a","secret":"x","weight":"big"}]"#,
                 "server #1",
             ),
+            (
+                r#"[{"host":"https://a","secret":""}]"#,
+                "\"secret\" is missing or empty",
+            ),
+            (
+                r#"[{"host":"https://a","secret":918273645}]"#,
+                "\"secret\" must be a string",
+            ),
         ];
         for (text, expected) in cases {
             let err = parse_servers(text, "servers.json").unwrap_err().to_string();
             assert!(err.starts_with("servers.json: "), "{err}");
             assert!(err.contains(expected), "{text}: {err}");
+            assert!(!err.contains("918273645"), "a secret in the error: {err}");
         }
     }
 }

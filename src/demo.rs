@@ -10,12 +10,14 @@ use crate::config::{self, Settings};
 use crate::server;
 use crate::sim::SimHandle;
 
+/// The demo's own API secret, printed at start. A `TINYSCALE_SECRET` from
+/// the environment is ignored: it may be a production secret, and the demo
+/// prints its secret and signs URLs with it for anyone reading the terminal.
 const DEMO_SECRET: &str = "demo-secret";
 
 pub async fn run() -> Result<(), String> {
     let mut vars: std::collections::HashMap<String, String> = std::env::vars().collect();
-    vars.entry("TINYSCALE_SECRET".into())
-        .or_insert_with(|| DEMO_SECRET.into());
+    vars.insert("TINYSCALE_SECRET".into(), DEMO_SECRET.into());
     vars.entry("TINYSCALE_BIND".into())
         .or_insert_with(|| "127.0.0.1".into());
     // Any free port, so the demo runs beside a real tinyscale.

@@ -4,6 +4,7 @@
 //!
 //! - [`server`]: accepts HTTP on one event loop per core, reads the request,
 //!   writes the log line; SIGHUP reload and graceful stop;
+//! - [`connections`]: client connections: head limits, idle and head timeouts, how many;
 //! - [`api`]: which call it is, checksum verified, parameters, re-signing;
 //! - [`checksum`]: BBB's checksum rules (pure);
 //! - [`routing`]: where each call goes and what is answered;
@@ -32,6 +33,7 @@ pub mod body;
 pub mod checksum;
 pub mod cli;
 pub mod config;
+pub mod connections;
 pub mod demo;
 pub mod errors;
 pub mod fanout;

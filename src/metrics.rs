@@ -349,29 +349,36 @@ pub async fn serve(
     new_meeting_load: f64,
     stop: impl std::future::Future<Output = ()>,
 ) {
-    use hyper_util::rt::TokioIo;
+    use hyper_util::rt::{TokioIo, TokioTimer};
     tokio::pin!(stop);
+    // A scraper that connects and sends nothing, or stays idle, is closed
+    // after this long (hyper's header timeout counts idle time too), so idle
+    // connections cannot pile up here.
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(METRICS_IDLE_TIMEOUT);
     loop {
-        let accepted = tokio::select! {
-            accepted = listener.accept() => accepted,
+        // Never fails: errors such as EMFILE are retried after a pause.
+        let stream = tokio::select! {
+            stream = crate::connections::accept(&listener, "metrics") => stream,
             _ = &mut stop => return,
         };
-        let Ok((stream, _)) = accepted else {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            continue;
-        };
         let (metrics, state) = (metrics.clone(), state.clone());
-        tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |request| {
+        let connection = http.serve_connection(
+            TokioIo::new(stream),
+            hyper::service::service_fn(move |request| {
                 let response = handle(&metrics, &state, new_meeting_load, &request);
                 async move { Ok::<_, std::convert::Infallible>(response) }
-            });
-            let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
+            }),
+        );
+        tokio::spawn(async move {
+            let _ = connection.await;
         });
     }
 }
+
+/// How long a connection to the metrics address may wait for a request.
+const METRICS_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 
 #[cfg(test)]
 mod tests {

@@ -11,6 +11,7 @@ use crate::api::{self, ApiRequest, Call, Target};
 use crate::backend::Backend;
 use crate::checksum::Algorithm;
 use crate::config::{self, ServerSpec, Settings};
+use crate::connections::{self, Gate, HeadTimer, Permit, Progress};
 use crate::errors::{self, ApiError, Body};
 use crate::health;
 use crate::metrics::{self, Metrics};
@@ -22,10 +23,9 @@ use http_body_util::{BodyExt, Limited};
 use hyper::Method;
 use hyper::body::Incoming;
 use hyper::header::CONTENT_TYPE;
-use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Request, Response};
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -50,6 +50,8 @@ pub struct App {
     pub metrics: Arc<Metrics>,
     /// Event-loop threads serving requests.
     pub threads: usize,
+    /// Limits on client connections.
+    pub connections: connections::Limits,
 }
 
 /// The sockets tinyscale serves on, bound before anything else happens.
@@ -99,6 +101,7 @@ impl App {
             poll_timeout: settings.poll_timeout,
             shutdown_timeout: settings.shutdown_timeout,
             threads: settings.threads,
+            connections: connections::Limits::from_settings(settings),
         }
     }
 
@@ -123,6 +126,7 @@ impl App {
             new_meeting_load: self.new_meeting_load,
             metrics: self.metrics.clone(),
             threads: self.threads,
+            connections: self.connections,
         }
     }
 
@@ -213,6 +217,7 @@ pub async fn start(
 /// Serves until `shutdown` completes, with the poller, the metrics address
 /// and (on unix) SIGHUP reloads running beside it; then stops them.
 pub async fn run(listeners: Listeners, app: Arc<App>, shutdown: impl Future<Output = ()>) {
+    connections::prepare_open_files(app.connections.max_connections);
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let until_stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|&s| s).await;
@@ -280,7 +285,8 @@ pub async fn run(listeners: Listeners, app: Arc<App>, shutdown: impl Future<Outp
         shutdown.await;
         metrics.stopping();
     };
-    accept(listeners.api, loops, shutdown).await;
+    let gate = Gate::new(app.connections.max_connections);
+    accept(listeners.api, gate, loops, shutdown).await;
     // The loops finish their requests in flight (up to the deadline).
     let _ = local.await;
     let _ = tokio::task::spawn_blocking(move || {
@@ -292,31 +298,40 @@ pub async fn run(listeners: Listeners, app: Arc<App>, shutdown: impl Future<Outp
     let _ = stop.send(true);
 }
 
+/// A client connection on its way to an event loop, with its place among
+/// the TINYSCALE_MAX_CONNECTIONS.
+type Handoff = (std::net::TcpStream, Permit);
+
 /// Accepts connections until `shutdown` completes, handing them to the
-/// event loops in turn; then closes the listening socket at once.
+/// event loops in turn; then closes the listening socket at once. With
+/// every place of `gate` taken it stops accepting: new connections wait in
+/// the listen backlog until one closes.
 async fn accept(
     listener: TcpListener,
-    loops: Vec<tokio::sync::mpsc::UnboundedSender<std::net::TcpStream>>,
+    gate: Gate,
+    loops: Vec<tokio::sync::mpsc::UnboundedSender<Handoff>>,
     shutdown: impl Future<Output = ()>,
 ) {
     tokio::pin!(shutdown);
     let mut next = 0;
+    let mut last_full = None;
     loop {
-        let accepted = tokio::select! {
-            accepted = listener.accept() => accepted,
+        let permit = tokio::select! {
+            permit = gate.enter(&mut last_full) => permit,
             _ = &mut shutdown => break,
         };
-        let stream = match accepted.and_then(|(stream, _)| stream.into_std()) {
+        let accepted = tokio::select! {
+            stream = connections::accept(&listener, "API") => stream,
+            _ = &mut shutdown => break,
+        };
+        let stream = match accepted.into_std() {
             Ok(stream) => stream,
             Err(e) => {
-                // Out of file descriptors and the like: back off a little
-                // instead of spinning.
-                tracing::warn!("accept failed: {e}");
-                tokio::time::sleep(Duration::from_millis(50)).await;
+                tracing::warn!("cannot hand over a connection: {e}");
                 continue;
             }
         };
-        if loops[next % loops.len()].send(stream).is_err() {
+        if loops[next % loops.len()].send((stream, permit)).is_err() {
             tracing::error!("an event loop has stopped");
         }
         next += 1;
@@ -377,33 +392,40 @@ impl Drop for AbortOnDrop {
 
 /// One event loop: serves the connections handed to it until no more come,
 /// then lets the requests in flight finish (up to the shutdown timeout).
+/// Each connection keeps its place (permit) until it closes.
 async fn serve_connections(
-    mut incoming: tokio::sync::mpsc::UnboundedReceiver<std::net::TcpStream>,
+    mut incoming: tokio::sync::mpsc::UnboundedReceiver<Handoff>,
     app: Arc<App>,
 ) {
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let _near = AbortOnDrop(tokio::spawn(keep_next_wake_near()));
-    while let Some(stream) = incoming.recv().await {
+    let http = app.connections.http1();
+    let header_timeout = app.connections.header_timeout;
+    while let Some((stream, permit)) = incoming.recv().await {
         let Ok(stream) = tokio::net::TcpStream::from_std(stream) else {
             continue;
         };
         let _ = stream.set_nodelay(true);
         let app = app.clone();
-        let connection = http1::Builder::new()
-            .timer(TokioTimer::new())
-            .header_read_timeout(Duration::from_secs(30))
-            .serve_connection(
-                TokioIo::new(stream),
-                service_fn(move |request| {
-                    let app = app.clone();
-                    async move { Ok::<_, Infallible>(handle(&app, request).await) }
-                }),
-            );
+        let progress = Arc::new(Progress::default());
+        let io = HeadTimer::new(stream, progress.clone(), header_timeout);
+        let connection = http.serve_connection(
+            TokioIo::new(io),
+            service_fn(move |request| {
+                let app = app.clone();
+                let answering = progress.head_read();
+                async move {
+                    let response = handle(&app, request).await;
+                    Ok::<_, Infallible>(response.map(|body| answering.track(body)))
+                }
+            }),
+        );
         let connection = graceful.watch(connection);
         tokio::spawn(async move {
             if let Err(e) = connection.await {
                 tracing::debug!("connection ended: {e}");
             }
+            drop(permit);
         });
     }
     let grace = app.shutdown_timeout;

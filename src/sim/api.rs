@@ -222,12 +222,22 @@ const MISSING_RECORD_ID: (&str, &str) = (
 const RECORDINGS_NOT_FOUND: (&str, &str) = ("notFound", "We could not find recordings");
 
 /// The simulated server's identity and state, apart from any socket.
+/// `Debug` shows the secret as `***`.
 pub(super) struct Core {
     pub secret: String,
     /// `http://127.0.0.1:PORT`, the root every URL it hands out starts with.
     pub url: String,
     /// A std mutex: every call finishes its work without awaiting.
     pub state: Mutex<State>,
+}
+
+impl std::fmt::Debug for Core {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Core")
+            .field("url", &self.url)
+            .field("secret", &format_args!("{}", crate::config::HIDDEN))
+            .finish_non_exhaustive()
+    }
 }
 
 impl Core {

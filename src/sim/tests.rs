@@ -739,3 +739,17 @@ async fn set_mode_works_from_a_thread_outside_the_runtime() {
     assert_eq!(tag(&a.body, "messageKey").as_deref(), Some("noMeetings"));
     sim.stop().await;
 }
+
+#[tokio::test]
+async fn debug_output_hides_the_secret() {
+    let sim = SimHandle::start("sim-debug-secret-2718").await.unwrap();
+    let core = format!("{:?}", sim.inner.core);
+    assert!(!core.contains("sim-debug-secret-2718"), "{core}");
+    assert!(
+        core.contains("secret: ***") && core.contains(&sim.url()),
+        "{core}"
+    );
+    let handle = format!("{sim:?}");
+    assert!(!handle.contains("sim-debug-secret-2718"), "{handle}");
+    sim.stop().await;
+}

@@ -138,6 +138,10 @@ pub struct Balancer {
     /// Where `/metrics` and `/healthz` are served, unless turned off.
     pub metrics_addr: Option<SocketAddr>,
     logs: Arc<Mutex<Vec<String>>>,
+    /// Everything printed on stdout (nothing, normally).
+    stdout: Arc<Mutex<Vec<String>>>,
+    /// The threads reading stdout and stderr; they end with the process.
+    readers: Vec<std::thread::JoinHandle<()>>,
 }
 
 impl Balancer {
@@ -150,25 +154,60 @@ impl Balancer {
 
     /// Like `start`, but returns the exit code and output if it stops.
     pub fn try_start(env: &[(&str, &str)]) -> Result<Balancer, (Option<i32>, String)> {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_tinyscale"));
+        Self::try_start_command(Command::new(env!("CARGO_BIN_EXE_tinyscale")), env)
+    }
+
+    /// Like `start`, with the soft open-files limit (`ulimit -Sn`) lowered
+    /// to `soft` for tinyscale (the hard limit stays).
+    pub fn start_with_open_files(env: &[(&str, &str)], soft: u64) -> Balancer {
+        Self::start_under_ulimit(env, &format!("-Sn {soft}"))
+    }
+
+    /// Like `start`, with `ulimit ARGS` applied to tinyscale (`-n 80`: at
+    /// most 80 open files, soft and hard).
+    pub fn start_under_ulimit(env: &[(&str, &str)], args: &str) -> Balancer {
+        let mut command = Command::new("sh");
+        command
+            .arg("-c")
+            .arg(format!("ulimit {args} && exec \"$0\""))
+            .arg(env!("CARGO_BIN_EXE_tinyscale"));
+        Self::try_start_command(command, env)
+            .unwrap_or_else(|(code, logs)| panic!("tinyscale exited ({code:?}): {logs}"))
+    }
+
+    fn try_start_command(
+        mut command: Command,
+        env: &[(&str, &str)],
+    ) -> Result<Balancer, (Option<i32>, String)> {
         command
             .env_clear()
             .env("PORT", "0")
             .env("TINYSCALE_BIND", "127.0.0.1")
             .env("TINYSCALE_LOG", "info,tinyscale=debug")
             .env("TINYSCALE_METRICS_BIND", "127.0.0.1:0")
-            .stdout(Stdio::null())
+            .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         for (k, v) in env {
             command.env(k, v);
         }
         let mut child = command.spawn().expect("start tinyscale");
         let stderr = child.stderr.take().expect("stderr");
+        let stdout = Arc::new(Mutex::new(Vec::new()));
+        let mut readers = Vec::new();
+        {
+            let out = child.stdout.take().expect("stdout");
+            let stdout = stdout.clone();
+            readers.push(std::thread::spawn(move || {
+                for line in BufReader::new(out).lines().map_while(Result::ok) {
+                    stdout.lock().unwrap().push(line);
+                }
+            }));
+        }
         let logs = Arc::new(Mutex::new(Vec::new()));
         let (tx, rx) = std::sync::mpsc::channel();
         {
             let logs = logs.clone();
-            std::thread::spawn(move || {
+            readers.push(std::thread::spawn(move || {
                 let mut tx = Some(tx);
                 for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                     if let Some(rest) = line.split("listening on ").nth(1)
@@ -183,7 +222,7 @@ impl Balancer {
                     }
                     logs.lock().unwrap().push(line);
                 }
-            });
+            }));
         }
         match rx.recv_timeout(PATIENCE) {
             Ok(addr) => {
@@ -206,6 +245,8 @@ impl Balancer {
                     addr: addr.parse().expect("listening address"),
                     metrics_addr: metrics_addr.flatten(),
                     logs,
+                    stdout,
+                    readers,
                 })
             }
             Err(_) => {
@@ -229,6 +270,18 @@ impl Balancer {
     /// Everything logged so far.
     pub fn logs(&self) -> String {
         self.logs.lock().unwrap().join("\n")
+    }
+
+    /// Everything printed on stdout so far.
+    pub fn stdout(&self) -> String {
+        self.stdout.lock().unwrap().join("\n")
+    }
+
+    /// How many file descriptors the process has open.
+    pub fn open_fds(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/fd", self.pid()))
+            .expect("/proc/PID/fd")
+            .count()
     }
 
     /// Waits (bounded) until the log has a line containing `text`.
@@ -261,6 +314,17 @@ impl Balancer {
     pub fn terminate(self) -> Option<i32> {
         self.signal("TERM");
         self.wait()
+    }
+
+    /// Sends SIGTERM, waits for the exit, and returns everything the
+    /// process printed: stdout, then stderr.
+    pub fn finish(mut self) -> String {
+        self.signal("TERM");
+        let _ = self.child.wait();
+        for reader in std::mem::take(&mut self.readers) {
+            let _ = reader.join();
+        }
+        format!("{}\n{}", self.stdout(), self.logs())
     }
 
     /// How many log lines contain every one of `parts`.
