@@ -130,20 +130,51 @@ pub fn parse_answer(raw: &[u8]) -> Result<Answer, String> {
                 .then(|| v.trim().to_string())
         })
     };
-    let length: usize = header("content-length")
-        .and_then(|v| v.parse().ok())
-        .ok_or("no Content-Length")?;
-    if body.len() != length {
-        return Err(format!(
-            "body of {} bytes, Content-Length {length}",
-            body.len()
-        ));
-    }
+    let chunked = header("transfer-encoding").is_some_and(|v| v.eq_ignore_ascii_case("chunked"));
+    let body = if chunked {
+        // Streamed answers (merged lists, large answers) come in chunks.
+        dechunk(body)?
+    } else {
+        let length: usize = header("content-length")
+            .and_then(|v| v.parse().ok())
+            .ok_or("neither Content-Length nor chunked")?;
+        if body.len() != length {
+            return Err(format!(
+                "body of {} bytes, Content-Length {length}",
+                body.len()
+            ));
+        }
+        body.to_vec()
+    };
     Ok(Answer {
         status,
         location: header("location"),
-        body: bytes::Bytes::copy_from_slice(body),
+        body: bytes::Bytes::from(body),
     })
+}
+
+/// A chunked body's data; an error unless it ends with its last chunk.
+fn dechunk(mut raw: &[u8]) -> Result<Vec<u8>, String> {
+    let mut body = Vec::new();
+    loop {
+        let line_end = raw
+            .windows(2)
+            .position(|w| w == b"\r\n")
+            .ok_or("a chunk without its size line")?;
+        let size = std::str::from_utf8(&raw[..line_end])
+            .ok()
+            .and_then(|l| usize::from_str_radix(l.split(';').next()?.trim(), 16).ok())
+            .ok_or("a chunk size that is not hex")?;
+        raw = &raw[line_end + 2..];
+        if size == 0 {
+            return Ok(body);
+        }
+        if raw.len() < size + 2 || &raw[size..size + 2] != b"\r\n" {
+            return Err("a chunk cut short".into());
+        }
+        body.extend_from_slice(&raw[..size]);
+        raw = &raw[size + 2..];
+    }
 }
 
 /// The ways a client vanishes.
@@ -229,6 +260,14 @@ mod tests {
         assert!(parse_answer(short).is_err(), "cut short");
         assert!(parse_answer(b"HTTP/1.1 200 OK\r\n").is_err(), "no head end");
         assert!(parse_answer(b"garbage\r\n\r\n").is_err());
+    }
+
+    #[test]
+    fn a_chunked_answer_is_put_together_and_must_end() {
+        let raw = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n3\r\n<a>\r\nA;x=1\r\n0123456789\r\n0\r\n\r\n";
+        assert_eq!(&parse_answer(raw).unwrap().body[..], b"<a>0123456789");
+        let cut = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n3\r\n<a>\r\n";
+        assert!(parse_answer(cut).is_err(), "no last chunk");
     }
 
     #[test]
