@@ -660,6 +660,12 @@ fn describe(error: &(dyn std::error::Error + 'static)) -> String {
     }
 }
 
+/// The PEM file of extra CA certificates (`SSL_CERT_FILE`), if set and
+/// readable: for clients that take their roots as PEM (Redis over TLS).
+pub fn extra_ca_pem() -> Option<Vec<u8>> {
+    std::fs::read(std::env::var_os("SSL_CERT_FILE")?).ok()
+}
+
 /// The system's CA certificates plus those in `SSL_CERT_FILE`, if set.
 fn root_store() -> rustls::RootCertStore {
     let mut roots = rustls::RootCertStore::empty();

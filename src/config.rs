@@ -62,6 +62,11 @@ pub struct Settings {
     pub header_timeout: Duration,
     /// Client connections served at once; more wait in the listen backlog.
     pub max_connections: usize,
+    /// Redis shared by several instances (`redis://` or `rediss://`); it may
+    /// carry a password: shown only through [`crate::shared::shown_url`].
+    pub redis_url: Option<String>,
+    /// Put before every Redis key.
+    pub redis_prefix: String,
 }
 
 /// What `Debug` shows in place of a secret.
@@ -97,6 +102,8 @@ impl std::fmt::Debug for Settings {
             idle_timeout,
             header_timeout,
             max_connections,
+            redis_url,
+            redis_prefix,
         } = self;
         f.debug_struct("Settings")
             .field("listen", listen)
@@ -124,6 +131,11 @@ impl std::fmt::Debug for Settings {
             .field("idle_timeout", idle_timeout)
             .field("header_timeout", header_timeout)
             .field("max_connections", max_connections)
+            .field(
+                "redis_url",
+                &redis_url.as_deref().map(crate::shared::shown_url),
+            )
+            .field("redis_prefix", redis_prefix)
             .finish()
     }
 }
@@ -356,6 +368,28 @@ impl Settings {
                 DEFAULT_MAX_CONNECTIONS,
                 1..=1_000_000,
             )?,
+            redis_url: parsed(
+                &var,
+                "TINYSCALE_REDIS_URL",
+                || None,
+                |v| match v {
+                    "" => Ok(None),
+                    _ if v.starts_with("redis://") || v.starts_with("rediss://") => {
+                        Ok(Some(v.to_string()))
+                    }
+                    _ => Err("expected a redis:// or rediss:// URL".into()),
+                },
+            )
+            // The value may hold a password: never echo it.
+            .map_err(|e| match e {
+                ConfigError::BadVariable { name, value, why } => ConfigError::BadVariable {
+                    name,
+                    value: crate::shared::shown_url(&value),
+                    why,
+                },
+                other => other,
+            })?,
+            redis_prefix: var("TINYSCALE_REDIS_PREFIX").unwrap_or_else(|| "tinyscale:".into()),
         })
     }
 }

@@ -169,7 +169,7 @@ pub async fn poll(state: &State, backend: &Backend, server: &Server, timeout: Du
         Ok(Ok(answer)) if xml::is_success(&answer.body) => {
             let meetings = xml::meeting_summaries(&answer.body);
             let ids: Vec<String> = meetings.iter().map(|m| m.meeting_id.clone()).collect();
-            state.apply_poll(server, started, &ids);
+            state.apply_poll(server, started, &ids).await;
             tracing::debug!(
                 server = server.name(),
                 meetings = ids.len(),

@@ -10,6 +10,7 @@
 //! - [`routing`]: where each call goes and what is answered;
 //! - [`state`]: servers and health, meeting → server, creates in flight;
 //! - [`meetings`]: the meeting → server map, indexed by server too;
+//! - [`shared`]: what several instances share through Redis (optional);
 //! - [`placement`]: round-robin / least-loaded choice of a new meeting's server (pure);
 //! - [`backend`]: the pooled HTTP(S) client to the BBB servers; a large
 //!   answer streams through;
@@ -45,6 +46,7 @@ pub mod metrics;
 pub mod placement;
 pub mod routing;
 pub mod server;
+pub mod shared;
 pub mod sim;
 pub mod state;
 pub mod status;

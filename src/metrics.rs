@@ -75,6 +75,8 @@ pub struct Metrics {
     server_load: Family<ServerLabel, FloatGauge>,
     server_poll_seconds: Family<ServerLabel, FloatGauge>,
     known_meetings: Gauge,
+    /// Registered only when Redis is configured.
+    redis_up: Gauge,
     /// Serialises scrapes: the per-server families are cleared and refilled.
     scraping: std::sync::Mutex<()>,
     /// False once a stop signal came: `/healthz` answers 503.
@@ -83,12 +85,14 @@ pub struct Metrics {
 
 impl Default for Metrics {
     fn default() -> Self {
-        Metrics::new()
+        Metrics::new(false)
     }
 }
 
 impl Metrics {
-    pub fn new() -> Metrics {
+    /// The metrics; `redis` when Redis is configured (its gauge is then
+    /// exported).
+    pub fn new(redis: bool) -> Metrics {
         let metrics = Metrics {
             registry: Registry::default(),
             requests: Family::default(),
@@ -104,6 +108,7 @@ impl Metrics {
             server_load: Family::default(),
             server_poll_seconds: Family::default(),
             known_meetings: Gauge::default(),
+            redis_up: Gauge::default(),
             scraping: std::sync::Mutex::new(()),
             serving: AtomicBool::new(true),
         };
@@ -115,6 +120,13 @@ impl Metrics {
             })
             .set(1);
         registry.register("tinyscale_build_info", "The running version", build_info);
+        if redis {
+            registry.register(
+                "tinyscale_redis_up",
+                "1 while Redis (shared state of several instances) answers, 0 while it does not",
+                metrics.redis_up.clone(),
+            );
+        }
         registry.register(
             "tinyscale_requests",
             "API requests by call and result (returncode, or messageKey of a failure)",
@@ -286,6 +298,9 @@ impl Metrics {
         }
         self.known_meetings
             .set(i64::try_from(state.known_meetings()).unwrap_or(i64::MAX));
+        if let Some(redis) = state.redis() {
+            self.redis_up.set(i64::from(redis.is_up()));
+        }
         let mut text = String::new();
         // Writing to a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
@@ -388,7 +403,7 @@ mod tests {
 
     #[test]
     fn names_follow_prometheus_conventions_and_move_with_traffic() {
-        let metrics = Metrics::new();
+        let metrics = Metrics::new(false);
         let state = State::with_defaults(vec![ServerSpec::new(
             "http://127.0.0.1:1",
             "s",

@@ -184,8 +184,8 @@ impl Router {
     }
 
     /// Where the meeting was last seen, as the servers stand now.
-    fn remembered(&self, meeting_id: &str) -> Remembered {
-        let Some(owner) = self.state.owner(meeting_id) else {
+    async fn remembered(&self, meeting_id: &str) -> Remembered {
+        let Some(owner) = self.state.owner(meeting_id).await else {
             return Remembered::Nowhere;
         };
         match self.state.cluster().get(&owner.server) {
@@ -199,7 +199,7 @@ impl Router {
     async fn create(&self, request: &ApiRequest) -> Result<Outcome, ApiError> {
         let meeting_id = request.meeting_id().ok_or(ApiError::MissingMeetingId)?;
         let _placing = self.state.lock_create(meeting_id).await;
-        if let Remembered::Unavailable(server) = self.remembered(meeting_id) {
+        if let Remembered::Unavailable(server) = self.remembered(meeting_id).await {
             // Its server is down, disabled or removed: the meeting is gone
             // with it, and the class goes on elsewhere.
             tracing::info!(
@@ -207,7 +207,7 @@ impl Router {
                 server = &*server,
                 "meeting's server is unavailable; creating it anew"
             );
-            self.state.forget(meeting_id, &server);
+            self.state.forget(meeting_id, &server).await;
         }
         if let Located::At(owner) = self.locate(meeting_id, true).await? {
             // BBB itself answers duplicateWarning or idNotUnique.
@@ -216,19 +216,19 @@ impl Router {
                 .await
                 .map_err(|e| Self::unreachable(&owner, &e))?;
             if xml::is_success(&answer.body) {
-                self.state.remember(meeting_id, &owner);
+                self.state.remember(meeting_id, &owner).await;
             }
             return Ok(Outcome::answer(answer, &owner));
         }
-        let candidates = self.state.placement_order();
+        let candidates = self.state.placement_order().await;
         for (attempt, server) in candidates.iter().enumerate() {
             if attempt > 0 {
-                self.state.reserve(server);
+                self.state.reserve(server).await;
             }
             match self.forward(request, server, None).await {
                 Ok(answer) => {
                     if xml::is_success(&answer.body) {
-                        self.state.remember(meeting_id, server);
+                        self.state.remember(meeting_id, server).await;
                     }
                     return Ok(Outcome::answer(answer, server));
                 }
@@ -287,9 +287,11 @@ impl Router {
                 .forward(request, &owner, None)
                 .await
                 .map_err(|e| Self::unreachable(&owner, &e))?;
-            return Ok(self.after_meeting_call(call, meeting_id, answer, &owner));
+            return Ok(self
+                .after_meeting_call(call, meeting_id, answer, &owner)
+                .await);
         }
-        let (owner, confirmed) = match self.remembered(meeting_id) {
+        let (owner, confirmed) = match self.remembered(meeting_id).await {
             Remembered::Usable(server, confirmed) => (server, Some(confirmed)),
             Remembered::Unavailable(_) => return Err(ApiError::ServerUnavailable),
             Remembered::Nowhere => match self.search(meeting_id).await {
@@ -310,7 +312,7 @@ impl Router {
         };
         if gone {
             // The remembered owner may be stale: search once more.
-            self.state.forget(meeting_id, &owner.id);
+            self.state.forget(meeting_id, &owner.id).await;
             if let Located::At(found) = self.search(meeting_id).await
                 && !Arc::ptr_eq(&found, &owner)
             {
@@ -318,13 +320,17 @@ impl Router {
                     .forward(request, &found, None)
                     .await
                     .map_err(|e| Self::unreachable(&found, &e))?;
-                return Ok(self.after_meeting_call(call, meeting_id, answer, &found));
+                return Ok(self
+                    .after_meeting_call(call, meeting_id, answer, &found)
+                    .await);
             }
         }
-        Ok(self.after_meeting_call(call, meeting_id, answer, &owner))
+        Ok(self
+            .after_meeting_call(call, meeting_id, answer, &owner)
+            .await)
     }
 
-    fn after_meeting_call(
+    async fn after_meeting_call(
         &self,
         call: Call,
         meeting_id: &str,
@@ -332,7 +338,7 @@ impl Router {
         server: &Arc<Server>,
     ) -> Outcome {
         if call == Call::End && xml::is_success(&answer.body) {
-            self.state.forget(meeting_id, &server.id);
+            self.state.forget(meeting_id, &server.id).await;
         }
         Outcome::answer(answer, server)
     }
@@ -341,7 +347,7 @@ impl Router {
     /// confirmed within [`CONFIRM_WINDOW`] is asked again first. A meeting
     /// whose server is down, disabled or removed is `serverUnavailable`.
     async fn locate(&self, meeting_id: &str, confirm: bool) -> Result<Located, ApiError> {
-        match self.remembered(meeting_id) {
+        match self.remembered(meeting_id).await {
             Remembered::Nowhere => {}
             Remembered::Unavailable(_) => return Err(ApiError::ServerUnavailable),
             Remembered::Usable(server, confirmed) => {
@@ -350,10 +356,10 @@ impl Router {
                 }
                 match self.holds(&server, meeting_id).await {
                     Ok(true) => {
-                        self.state.remember(meeting_id, &server);
+                        self.state.remember(meeting_id, &server).await;
                         return Ok(Located::At(server));
                     }
-                    Ok(false) => self.state.forget(meeting_id, &server.id),
+                    Ok(false) => self.state.forget(meeting_id, &server.id).await,
                     // It may well still hold the meeting: never move a
                     // meeting to another server because its own is
                     // unreachable.
@@ -400,7 +406,7 @@ impl Router {
         });
         match fanout::first_some(asks).await {
             Some(server) => {
-                self.state.remember(meeting_id, &server);
+                self.state.remember(meeting_id, &server).await;
                 Located::At(server)
             }
             None => Located::Nowhere,

@@ -16,6 +16,7 @@ use crate::errors::{self, ApiError, Body};
 use crate::health;
 use crate::metrics::{self, Metrics};
 use crate::routing::{Outcome, Router};
+use crate::shared::Redis;
 use crate::state::{HealthPolicy, PlacementPolicy, ReloadSummary, State};
 use crate::upload::{ClientBody, Upload, UploadFailure};
 use bytes::Bytes;
@@ -67,8 +68,8 @@ pub struct Listeners {
 
 impl App {
     /// The balancer for `settings` in front of `specs`.
-    pub fn new(settings: &Settings, specs: Vec<ServerSpec>) -> App {
-        let state = State::new(
+    pub fn new(settings: &Settings, specs: Vec<ServerSpec>) -> Result<App, String> {
+        let mut state = State::new(
             specs,
             HealthPolicy {
                 down_after: settings.down_after,
@@ -79,8 +80,13 @@ impl App {
                 new_meeting_load: settings.new_meeting_load,
             },
         );
-        let metrics = Arc::new(Metrics::new());
-        App {
+        if let Some(url) = &settings.redis_url {
+            // A create lock outlives the create's own response timeout.
+            let lock_ttl = settings.response_timeout + Duration::from_secs(5);
+            state = state.with_redis(Redis::new(url, &settings.redis_prefix, lock_ttl)?);
+        }
+        let metrics = Arc::new(Metrics::new(settings.redis_url.is_some()));
+        Ok(App {
             router: Router {
                 state: Arc::new(state),
                 backend: Backend::new(
@@ -102,7 +108,7 @@ impl App {
             shutdown_timeout: settings.shutdown_timeout,
             threads: settings.threads,
             connections: connections::Limits::from_settings(settings),
-        }
+        })
     }
 
     /// The same balancer for another event-loop thread: the same state and
@@ -169,7 +175,20 @@ pub async fn start(
         Some(a) => Some(bind(a).await?),
         None => None,
     };
-    let app = Arc::new(App::new(settings, specs));
+    let app = Arc::new(App::new(settings, specs)?);
+    if let Some(redis) = app.router.state.redis() {
+        // Asked once before serving, so the first calls already share.
+        match redis.ping().await {
+            Ok(()) => {
+                redis.mark_up();
+                tracing::info!(redis = redis.shown(), "sharing state through Redis");
+            }
+            Err(why) => tracing::warn!(
+                redis = redis.shown(),
+                "Redis is unreachable ({why}): deciding alone until it is there"
+            ),
+        }
+    }
     let cluster = app.router.state.cluster();
     health::probe(
         &app.router.state,
@@ -222,6 +241,10 @@ pub async fn run(listeners: Listeners, app: Arc<App>, shutdown: impl Future<Outp
     let until_stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|&s| s).await;
     };
+    if let Some(redis) = app.router.state.redis().cloned() {
+        let stop = until_stopped(stopped.clone());
+        tokio::spawn(async move { redis.watch(stop).await });
+    }
     tokio::spawn(health::run_poller(
         app.router.state.clone(),
         app.router.backend.clone(),

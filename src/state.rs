@@ -13,6 +13,7 @@ use crate::config::{ServerSpec, ServerState, Strategy};
 use crate::health::{Health, Transition};
 use crate::meetings::Meetings;
 use crate::placement::{self, Candidate};
+use crate::shared::{self, Redis};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
@@ -119,6 +120,9 @@ const STALE_AFTER: Duration = Duration::from_secs(12 * 3600);
 const PRUNE_ABOVE: usize = 50_000;
 
 pub struct State {
+    /// Redis, when several instances share their state (see `shared`):
+    /// asked first, with this memory as the fallback and the cache.
+    shared: Option<Arc<Redis>>,
     // The RwLock is held only to clone the Arc.
     cluster: RwLock<Arc<Cluster>>,
     // std Mutex: held for a map operation only, never across an .await.
@@ -143,6 +147,7 @@ impl State {
         placement: PlacementPolicy,
     ) -> State {
         let state = State {
+            shared: None,
             cluster: RwLock::new(Arc::new(Cluster::default())),
             meetings: Mutex::new(Meetings::default()),
             creates: Mutex::new(HashMap::new()),
@@ -153,6 +158,17 @@ impl State {
         };
         state.replace_servers(specs);
         state
+    }
+
+    /// Shares the state with other instances through Redis.
+    pub fn with_redis(mut self, redis: Redis) -> State {
+        self.shared = Some(Arc::new(redis));
+        self
+    }
+
+    /// Redis, when configured (for its watcher, `status` and metrics).
+    pub fn redis(&self) -> Option<&Arc<Redis>> {
+        self.shared.as_ref()
     }
 
     /// A state with plain defaults (round-robin, 2 polls each way) for
@@ -224,24 +240,59 @@ impl State {
         summary
     }
 
-    /// Where the meeting was last seen, if anywhere.
-    pub fn owner(&self, meeting_id: &str) -> Option<Owner> {
-        self.meetings().get(meeting_id).cloned()
+    /// Where the meeting was last seen, if anywhere: by this instance, or
+    /// (with Redis) by another one, which this instance then remembers too.
+    pub async fn owner(&self, meeting_id: &str) -> Option<Owner> {
+        if let Some(owner) = self.meetings().get(meeting_id).cloned() {
+            return Some(owner);
+        }
+        let (confirmed_ms, server) = self.shared.as_ref()?.owner(meeting_id).await?;
+        self.learn(meeting_id, confirmed_ms, &server, false)
+    }
+
+    /// Takes in another instance's word (through Redis) that `server` held
+    /// the meeting at `confirmed_ms`, as old as that word is. Without
+    /// `overwrite`, what this instance learnt meanwhile stays.
+    fn learn(
+        &self,
+        meeting_id: &str,
+        confirmed_ms: u64,
+        server: &str,
+        overwrite: bool,
+    ) -> Option<Owner> {
+        let id = self.cluster().get(server)?.id.clone();
+        let age = Duration::from_millis(shared::unix_ms().saturating_sub(confirmed_ms))
+            .min(shared::MEETING_TTL);
+        let now = Instant::now();
+        let confirmed = now.checked_sub(age).unwrap_or(now);
+        let mut meetings = self.meetings();
+        if overwrite || meetings.get(meeting_id).is_none() {
+            meetings.set(meeting_id, &id, confirmed);
+        }
+        meetings.get(meeting_id).cloned()
     }
 
     /// Records that `server` said just now that it holds the meeting.
-    pub fn remember(&self, meeting_id: &str, server: &Server) {
-        let mut meetings = self.meetings();
-        let now = Instant::now();
-        if meetings.len() >= PRUNE_ABOVE {
-            meetings.retain(|_, owner| now.duration_since(owner.confirmed) < STALE_AFTER);
+    pub async fn remember(&self, meeting_id: &str, server: &Server) {
+        {
+            let mut meetings = self.meetings();
+            let now = Instant::now();
+            if meetings.len() >= PRUNE_ABOVE {
+                meetings.retain(|_, owner| now.duration_since(owner.confirmed) < STALE_AFTER);
+            }
+            meetings.set(meeting_id, &server.id, now);
         }
-        meetings.set(meeting_id, &server.id, now);
+        if let Some(redis) = &self.shared {
+            redis.remember(meeting_id, &server.id).await;
+        }
     }
 
     /// Forgets the meeting, if it is still recorded on the server `server_id`.
-    pub fn forget(&self, meeting_id: &str, server_id: &str) {
+    pub async fn forget(&self, meeting_id: &str, server_id: &str) {
         self.meetings().remove_if_on(meeting_id, server_id);
+        if let Some(redis) = &self.shared {
+            redis.forget(meeting_id, server_id).await;
+        }
     }
 
     pub fn known_meetings(&self) -> usize {
@@ -258,7 +309,8 @@ impl State {
     /// began (a create that raced the poll is not dropped by its older
     /// answer). Meetings placed since the poll began keep their reservation.
     /// Touches only this server's meetings and the ones it listed.
-    pub fn apply_poll(&self, server: &Server, started: Instant, meeting_ids: &[String]) {
+    pub async fn apply_poll(&self, server: &Server, started: Instant, meeting_ids: &[String]) {
+        let mut unlisted = Vec::new();
         {
             let mut meetings = self.meetings();
             let listed: std::collections::HashSet<&str> =
@@ -268,6 +320,7 @@ impl State {
                     && meetings.get(&id).is_some_and(|o| o.confirmed <= started);
                 if ended {
                     meetings.remove_if_on(&id, &server.id);
+                    unlisted.push(id.to_string());
                 }
             }
             for id in meeting_ids {
@@ -279,6 +332,12 @@ impl State {
             }
         }
         server.health().clear_reservations_before(started);
+        if let Some(redis) = &self.shared {
+            let started_ms = shared::unix_ms().saturating_sub(started.elapsed().as_millis() as u64);
+            redis
+                .apply_poll(&server.id, started_ms, meeting_ids, &unlisted)
+                .await;
+        }
     }
 
     /// Counts a poll or call result towards the server's health; returns the
@@ -289,7 +348,10 @@ impl State {
 
     /// The servers a new meeting should try, best first, with load reserved
     /// on the first. Only enabled servers that are up are candidates.
-    pub fn placement_order(&self) -> Vec<Arc<Server>> {
+    pub async fn placement_order(&self) -> Vec<Arc<Server>> {
+        if let Some(order) = self.shared_placement_order().await {
+            return order;
+        }
         let cluster = self.cluster();
         let _placing = lock(&self.placing);
         let eligible: Vec<&Arc<Server>> = cluster
@@ -321,14 +383,76 @@ impl State {
         ordered
     }
 
+    /// The placement of every instance as one, through Redis: the shared
+    /// round-robin turn, or the least-loaded choice with every instance's
+    /// reservations. `None` without Redis (or while it is down).
+    async fn shared_placement_order(&self) -> Option<Vec<Arc<Server>>> {
+        let redis = self.shared.as_ref()?;
+        if !redis.is_up() {
+            return None;
+        }
+        let cluster = self.cluster();
+        let eligible: Vec<Arc<Server>> = cluster
+            .list
+            .iter()
+            .filter(|s| s.takes_new_meetings())
+            .cloned()
+            .collect();
+        if eligible.is_empty() {
+            return Some(Vec::new());
+        }
+        let order = match self.placement.strategy {
+            Strategy::RoundRobin => {
+                placement::round_robin(eligible.len(), redis.next_turn().await?)
+            }
+            Strategy::LeastLoaded => {
+                let polled: Vec<(u64, f64)> = eligible
+                    .iter()
+                    .map(|s| (s.health().load.participants, s.spec.weight))
+                    .collect();
+                let asked: Vec<(&str, u64, f64)> = eligible
+                    .iter()
+                    .zip(&polled)
+                    .map(|(s, (participants, weight))| (&*s.id, *participants, *weight))
+                    .collect();
+                let per = self.placement.new_meeting_load;
+                let counts = redis.reserve_least_loaded(&asked, per).await?;
+                let candidates: Vec<Candidate> = polled
+                    .iter()
+                    .zip(&counts)
+                    .map(|((participants, weight), n)| Candidate {
+                        load: *participants as f64 + per * *n as f64,
+                        weight: *weight,
+                    })
+                    .collect();
+                placement::least_loaded(&candidates)
+            }
+        };
+        let ordered: Vec<Arc<Server>> = order.into_iter().map(|i| eligible[i].clone()).collect();
+        if let Some(first) = ordered.first() {
+            // Kept here too, for the time Redis may be away.
+            first.health().reserve();
+        }
+        Some(ordered)
+    }
+
     /// Moves a reservation to `server` when the first choice could not be
     /// reached and the create went on to the next.
-    pub fn reserve(&self, server: &Server) {
+    pub async fn reserve(&self, server: &Server) {
         server.health().reserve();
+        if let Some(redis) = &self.shared {
+            redis.reserve(&server.id).await;
+        }
     }
 
     /// Serialises creates of one meetingID, so that creates arriving together
     /// are placed once and all end on the same server.
+    ///
+    /// With Redis, creates on every instance are: the instance that takes
+    /// the shared lock places the meeting; the others wait until its server
+    /// is known (then their create goes there, and BBB answers
+    /// `duplicateWarning`), or until the lock is gone (a holder that crashed:
+    /// its lock expires), and then take it themselves.
     pub async fn lock_create(&self, meeting_id: &str) -> CreateGuard<'_> {
         let lock = self
             .creates_map()
@@ -336,12 +460,39 @@ impl State {
             .or_default()
             .clone();
         let guard = lock.clone().lock_owned().await;
-        CreateGuard {
+        let mut create = CreateGuard {
             state: self,
             meeting_id: meeting_id.to_string(),
             lock,
             guard: Some(guard),
+            shared_token: None,
+        };
+        if let Some(redis) = &self.shared {
+            let give_up = tokio::time::Instant::now() + redis.lock_ttl() + Duration::from_secs(1);
+            loop {
+                match redis.try_lock_create(meeting_id).await {
+                    Ok(token) => {
+                        create.shared_token = Some(token);
+                        break;
+                    }
+                    // Redis is away: this instance's lock alone.
+                    Err(false) => break,
+                    Err(true) => {
+                        // The holder's create landed: this one goes there.
+                        if let Some((ms, server)) = redis.owner(meeting_id).await
+                            && self.learn(meeting_id, ms, &server, true).is_some()
+                        {
+                            break;
+                        }
+                        if tokio::time::Instant::now() > give_up {
+                            break;
+                        }
+                        tokio::time::sleep(Duration::from_millis(25)).await;
+                    }
+                }
+            }
         }
+        create
     }
 
     fn creates_map(&self) -> MutexGuard<'_, HashMap<String, Arc<tokio::sync::Mutex<()>>>> {
@@ -359,10 +510,19 @@ pub struct CreateGuard<'a> {
     meeting_id: String,
     lock: Arc<tokio::sync::Mutex<()>>,
     guard: Option<tokio::sync::OwnedMutexGuard<()>>,
+    /// The shared lock's token, when this instance holds it.
+    shared_token: Option<String>,
 }
 
 impl Drop for CreateGuard<'_> {
     fn drop(&mut self) {
+        if let (Some(token), Some(redis)) = (self.shared_token.take(), self.state.shared.clone()) {
+            let meeting_id = self.meeting_id.clone();
+            // Dropped inside a request, on its event loop.
+            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                runtime.spawn(async move { redis.unlock_create(&meeting_id, &token).await });
+            }
+        }
         self.guard.take();
         let mut creates = self.state.creates_map();
         // The map and this guard hold the lock; nobody else waits on it.
@@ -387,17 +547,18 @@ mod tests {
         }
     }
 
-    #[test]
-    fn round_robin_rotates_over_servers_that_take_meetings() {
+    #[tokio::test]
+    async fn round_robin_rotates_over_servers_that_take_meetings() {
         let state = State::with_defaults(vec![spec(1), spec(2), spec(3)]);
         assert!(
-            state.placement_order().is_empty(),
+            state.placement_order().await.is_empty(),
             "nobody is up before the probe"
         );
         up(&state);
-        let firsts: Vec<String> = (0..4)
-            .map(|_| state.placement_order()[0].name().to_string())
-            .collect();
+        let mut firsts = Vec::new();
+        for _ in 0..4 {
+            firsts.push(state.placement_order().await[0].name().to_string());
+        }
         assert_eq!(
             firsts,
             [
@@ -414,29 +575,33 @@ mod tests {
             assert!(
                 state
                     .placement_order()
+                    .await
                     .iter()
                     .all(|s| s.name() != "http://127.0.0.1:2")
             );
         }
     }
 
-    #[test]
-    fn remember_and_forget() {
+    #[tokio::test]
+    async fn remember_and_forget() {
         let state = State::with_defaults(vec![spec(1), spec(2)]);
         let cluster = state.cluster();
-        state.remember("m", &cluster.list[0]);
-        assert_eq!(&*state.owner("m").unwrap().server, "http://127.0.0.1:1");
-        state.forget("m", &cluster.list[1].id);
-        assert!(state.owner("m").is_some());
-        state.forget("m", &cluster.list[0].id);
-        assert!(state.owner("m").is_none());
+        state.remember("m", &cluster.list[0]).await;
+        assert_eq!(
+            &*state.owner("m").await.unwrap().server,
+            "http://127.0.0.1:1"
+        );
+        state.forget("m", &cluster.list[1].id).await;
+        assert!(state.owner("m").await.is_some());
+        state.forget("m", &cluster.list[0].id).await;
+        assert!(state.owner("m").await.is_none());
     }
 
-    #[test]
-    fn reload_keeps_health_and_meetings_of_servers_that_stay() {
+    #[tokio::test]
+    async fn reload_keeps_health_and_meetings_of_servers_that_stay() {
         let state = State::with_defaults(vec![spec(1), spec(2)]);
         up(&state);
-        state.remember("m", &state.cluster().list[1]);
+        state.remember("m", &state.cluster().list[1]).await;
         let mut heavier = spec(2);
         heavier.weight = 3.0;
         let summary = state.replace_servers(vec![heavier, spec(3)]);
@@ -451,55 +616,67 @@ mod tests {
             !cluster.get("http://127.0.0.1:3").unwrap().is_usable(),
             "new servers wait for a poll"
         );
-        assert_eq!(&*state.owner("m").unwrap().server, "http://127.0.0.1:2");
+        assert_eq!(
+            &*state.owner("m").await.unwrap().server,
+            "http://127.0.0.1:2"
+        );
     }
 
-    #[test]
-    fn a_poll_does_not_drop_a_meeting_created_after_it_began() {
+    #[tokio::test]
+    async fn a_poll_does_not_drop_a_meeting_created_after_it_began() {
         let state = State::with_defaults(vec![spec(1)]);
         let server = state.cluster().list[0].clone();
-        state.remember("old-ended", &server);
+        state.remember("old-ended", &server).await;
         let poll_started = Instant::now();
         std::thread::sleep(Duration::from_millis(2));
-        state.remember("created-during-poll", &server);
-        state.apply_poll(&server, poll_started, &["seen".to_string()]);
+        state.remember("created-during-poll", &server).await;
+        state
+            .apply_poll(&server, poll_started, &["seen".to_string()])
+            .await;
         assert!(
-            state.owner("old-ended").is_none(),
+            state.owner("old-ended").await.is_none(),
             "ended before the poll: dropped"
         );
         assert!(
-            state.owner("created-during-poll").is_some(),
+            state.owner("created-during-poll").await.is_some(),
             "raced the poll: kept"
         );
-        assert!(state.owner("seen").is_some(), "seen by the poll: known");
+        assert!(
+            state.owner("seen").await.is_some(),
+            "seen by the poll: known"
+        );
         state.meetings().check_index();
     }
 
-    #[test]
-    fn a_poll_touches_only_its_own_server_and_what_it_listed() {
+    #[tokio::test]
+    async fn a_poll_touches_only_its_own_server_and_what_it_listed() {
         let state = State::with_defaults(vec![spec(1), spec(2)]);
         let cluster = state.cluster();
         let (one, two) = (&cluster.list[0], &cluster.list[1]);
-        state.remember("on-one", one);
-        state.remember("on-two", two);
-        state.remember("moved", one);
+        state.remember("on-one", one).await;
+        state.remember("on-two", two).await;
+        state.remember("moved", one).await;
         let poll_started = Instant::now();
         // Server two's poll lists "moved" (it ended on one and was made
         // again on two, say) and not "on-two", which has ended.
-        state.apply_poll(two, poll_started, &["moved".to_string()]);
-        assert_eq!(&*state.owner("on-one").unwrap().server, one.name());
-        assert!(state.owner("on-two").is_none());
-        assert_eq!(&*state.owner("moved").unwrap().server, two.name());
+        state
+            .apply_poll(two, poll_started, &["moved".to_string()])
+            .await;
+        assert_eq!(&*state.owner("on-one").await.unwrap().server, one.name());
+        assert!(state.owner("on-two").await.is_none());
+        assert_eq!(&*state.owner("moved").await.unwrap().server, two.name());
         state.meetings().check_index();
         // One's poll then lists only "on-one": "moved" is two's now.
-        state.apply_poll(one, Instant::now(), &["on-one".to_string()]);
-        assert_eq!(&*state.owner("moved").unwrap().server, two.name());
+        state
+            .apply_poll(one, Instant::now(), &["on-one".to_string()])
+            .await;
+        assert_eq!(&*state.owner("moved").await.unwrap().server, two.name());
         assert_eq!(state.known_meetings(), 2);
         state.meetings().check_index();
     }
 
-    #[test]
-    fn least_loaded_spreads_a_burst_by_weight() {
+    #[tokio::test]
+    async fn least_loaded_spreads_a_burst_by_weight() {
         let mut specs = vec![spec(1), spec(2), spec(3)];
         specs[1].weight = 2.0;
         specs[2].weight = 3.0;
@@ -518,7 +695,7 @@ mod tests {
         let mut counts = HashMap::new();
         for _ in 0..60 {
             *counts
-                .entry(state.placement_order()[0].name().to_string())
+                .entry(state.placement_order().await[0].name().to_string())
                 .or_insert(0) += 1;
         }
         assert_eq!(counts["http://127.0.0.1:1"], 10);

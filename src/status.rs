@@ -157,6 +157,30 @@ pub fn table(reports: &[Report]) -> String {
     out
 }
 
+/// Redis, when configured: whether it answers, in one line naming it (never
+/// its password). `None` without Redis.
+pub async fn redis(settings: &Settings) -> Option<(bool, String)> {
+    let url = settings.redis_url.as_deref()?;
+    let redis =
+        match crate::shared::Redis::new(url, &settings.redis_prefix, settings.response_timeout) {
+            Ok(redis) => redis,
+            Err(e) => return Some((false, format!("Redis: {e}"))),
+        };
+    Some(match redis.ping().await {
+        Ok(()) => (
+            true,
+            format!(
+                "Redis {}: answers; state is shared with the other instances",
+                redis.shown()
+            ),
+        ),
+        Err(why) => (
+            false,
+            format!("Redis {}: does not answer ({why})", redis.shown()),
+        ),
+    })
+}
+
 /// `tinyscale status`: 0 when every server asked answered, 1 otherwise.
 pub async fn status(json: bool) -> Result<bool, String> {
     let settings = settings()?;
@@ -164,13 +188,17 @@ pub async fn status(json: bool) -> Result<bool, String> {
         .await
         .map_err(|e| e.to_string())?;
     let reports = survey(&settings, specs).await;
+    let redis = redis(&settings).await;
     if json {
         let text = serde_json::to_string_pretty(&reports).map_err(|e| e.to_string())?;
         println!("{text}");
     } else {
         print!("{}", table(&reports));
+        if let Some((_, line)) = &redis {
+            println!("{line}");
+        }
     }
-    Ok(reports.iter().all(|r| r.up != Some(false)))
+    Ok(reports.iter().all(|r| r.up != Some(false)) && redis.is_none_or(|(ok, _)| ok))
 }
 
 /// `tinyscale check`: every problem in plain words; true when there is none.
@@ -228,6 +256,9 @@ pub async fn check() -> Result<bool, String> {
             }
         ),
     );
+    if let Some((ok, line)) = redis(&settings).await {
+        say(ok, line);
+    }
     for r in survey(&settings, specs).await {
         match (r.up, &r.problem) {
             (None, _) => say(true, format!("{}: disabled, not asked", r.host)),
