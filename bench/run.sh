@@ -17,6 +17,15 @@ if ! [ -x /usr/sbin/nginx ] && command -v apt-get >/dev/null 2>&1; then
     echo "nginx is not installed (sudo apt-get install nginx-light); its column will stay empty" >&2
   fi
 fi
+# The rows with Redis (several instances' shared state) need redis-server.
+if ! command -v redis-server >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ]; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends redis-server >/dev/null
+    if command -v systemctl >/dev/null 2>&1; then systemctl stop redis-server >/dev/null 2>&1 || true; fi
+  else
+    echo "redis-server is not installed (sudo apt-get install redis-server); the rows with Redis are left out" >&2
+  fi
+fi
 # --instructions counts instructions under valgrind's callgrind.
 if [[ " $* " == *" --instructions "* ]] && ! command -v valgrind >/dev/null 2>&1 \
   && command -v apt-get >/dev/null 2>&1; then

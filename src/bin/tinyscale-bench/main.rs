@@ -106,6 +106,7 @@ impl Via {
 }
 
 /// Addresses of everything under test.
+#[derive(Clone)]
 struct Setup {
     sims: Vec<Sim>,
     tinyscale: std::net::SocketAddr,
@@ -205,6 +206,29 @@ fn success_with(parts: &[&str]) -> Check {
     let mut all = vec!["<returncode>SUCCESS</returncode>".to_string()];
     all.extend(parts.iter().map(|p| p.to_string()));
     Check::Body(all)
+}
+
+/// tinyscale learns where the meetings are (as after its first poll).
+async fn learn_meetings(setup: &Setup) {
+    let learn = setup.per_meeting(
+        Via::Tinyscale,
+        "getMeetingInfo",
+        |id| format!("meetingID={id}"),
+        |_, _, _| success_with(&[]),
+    );
+    let learned = load::throughput(learn, 4, Duration::from_millis(500)).await;
+    assert_eq!(learned.errors, 0, "tinyscale could not find the meetings");
+    let learn = setup.per_meeting(
+        Via::Tinyscale,
+        "join",
+        |id| format!("meetingID={id}&fullName=x&role=VIEWER"),
+        |_, _, sim| Check::Redirect(sim.url.clone()),
+    );
+    let learned = load::throughput(learn, 4, Duration::from_millis(500)).await;
+    assert_eq!(
+        learned.errors, 0,
+        "tinyscale could not find the join meetings"
+    );
 }
 
 /// One row of the throughput table.
@@ -501,26 +525,29 @@ async fn main() {
         only: opts.only.clone(),
         via: opts.via.clone(),
     };
-    // tinyscale learns where the meetings are (as after its first poll).
-    let learn = setup.per_meeting(
-        Via::Tinyscale,
-        "getMeetingInfo",
-        |id| format!("meetingID={id}"),
-        |_, _, _| success_with(&[]),
-    );
-    let learned = load::throughput(learn, 4, Duration::from_millis(500)).await;
-    assert_eq!(learned.errors, 0, "tinyscale could not find the meetings");
-    let learn = setup.per_meeting(
-        Via::Tinyscale,
-        "join",
-        |id| format!("meetingID={id}&fullName=x&role=VIEWER"),
-        |_, _, sim| Check::Redirect(sim.url.clone()),
-    );
-    let learned = load::throughput(learn, 4, Duration::from_millis(500)).await;
-    assert_eq!(
-        learned.errors, 0,
-        "tinyscale could not find the join meetings"
-    );
+    learn_meetings(&setup).await;
+    // The same, with Redis configured (several instances' shared state),
+    // when redis-server is installed.
+    let redis = procs::redis_server(&dir);
+    let with_redis = redis.as_ref().map(|(_, port)| {
+        let url = format!("redis://127.0.0.1:{port}/");
+        procs::tinyscale(
+            &dir,
+            &sims,
+            SECRET,
+            &[("TINYSCALE_REDIS_URL", url.as_str())],
+        )
+    });
+    let setup_redis = with_redis.as_ref().map(|(_, addr, _)| Setup {
+        tinyscale: *addr,
+        ..setup.clone()
+    });
+    match &setup_redis {
+        Some(s) => learn_meetings(s).await,
+        None => eprintln!(
+            "redis-server is not installed: no rows with Redis (bench/run.sh installs it)"
+        ),
+    }
 
     let mut rows = Vec::new();
     rows.push(
@@ -556,6 +583,48 @@ async fn main() {
         )
         .await,
     );
+
+    if let Some(setup_redis) = &setup_redis {
+        rows.push(
+            throughput(
+                setup_redis,
+                "join, tinyscale with Redis",
+                rounds,
+                seconds,
+                |via| join_source(setup_redis, via),
+            )
+            .await,
+        );
+        rows.push(
+            throughput(
+                setup_redis,
+                "getMeetingInfo, tinyscale with Redis",
+                rounds,
+                seconds,
+                |via| info_source(setup_redis, via),
+            )
+            .await,
+        );
+        rows.push(
+            throughput(
+                setup_redis,
+                "create of an existing meeting, tinyscale with Redis (shared create lock)",
+                rounds,
+                seconds,
+                |via| {
+                    setup_redis.per_meeting(
+                        via,
+                        "create",
+                        |id| format!("name=Bench+class&meetingID={id}"),
+                        |_, _, _| success_with(&["duplicateWarning"]),
+                    )
+                },
+            )
+            .await,
+        );
+    }
+    drop(with_redis);
+    drop(redis);
 
     if opts.only.as_ref().is_some_and(|o| o != "latency") {
         return;

@@ -1,5 +1,6 @@
 //! The processes a benchmark run starts: simulated BBB servers (`tinyscale
-//! sim N`), tinyscale itself, and nginx as the plain-proxy baseline. Each is
+//! sim N`), tinyscale itself (alone, and with Redis), and nginx as the
+//! plain-proxy baseline. Each is
 //! killed when its handle is dropped.
 
 use std::io::{BufRead, BufReader, Read};
@@ -298,6 +299,36 @@ pub fn nginx_under(
         std::thread::sleep(Duration::from_millis(25));
     }
     panic!("nginx did not start; see {}/nginx-error.log", dir.display());
+}
+
+/// A redis-server on a free loopback port, without persistence, if one is
+/// installed; with the port.
+pub fn redis_server(dir: &Path) -> Option<(Process, u16)> {
+    let binary = ["/usr/bin/redis-server", "/usr/local/bin/redis-server"]
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.exists())?;
+    let port = free_port();
+    let child = Command::new(binary)
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+        .args(["--save", "", "--appendonly", "no"])
+        .arg("--dir")
+        .arg(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .ok()?;
+    let process = Process {
+        child,
+        terminate_first: false,
+    };
+    for _ in 0..400 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return Some((process, port));
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    None
 }
 
 fn free_port() -> u16 {
