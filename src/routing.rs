@@ -198,7 +198,7 @@ impl Router {
 
     async fn create(&self, request: &ApiRequest) -> Result<Outcome, ApiError> {
         let meeting_id = request.meeting_id().ok_or(ApiError::MissingMeetingId)?;
-        let _placing = self.state.lock_create(meeting_id).await;
+        let mut placing = self.state.lock_create(meeting_id).await;
         if let Remembered::Unavailable(server) = self.remembered(meeting_id).await {
             // Its server is down, disabled or removed: the meeting is gone
             // with it, and the class goes on elsewhere.
@@ -210,15 +210,14 @@ impl Router {
             self.state.forget(meeting_id, &server).await;
         }
         if let Located::At(owner) = self.locate(meeting_id, true).await? {
-            // BBB itself answers duplicateWarning or idNotUnique.
-            let answer = self
-                .forward(request, &owner, None)
-                .await
-                .map_err(|e| Self::unreachable(&owner, &e))?;
-            if xml::is_success(&answer.body) {
-                self.state.remember(meeting_id, &owner).await;
-            }
-            return Ok(Outcome::answer(answer, &owner));
+            return self.create_on(request, meeting_id, &owner).await;
+        }
+        // A new meeting. With other instances (Redis), one of them places
+        // it: this one, or another whose create this one then follows.
+        if placing.share(meeting_id).await
+            && let Located::At(owner) = self.locate(meeting_id, true).await?
+        {
+            return self.create_on(request, meeting_id, &owner).await;
         }
         let candidates = self.state.placement_order().await;
         for (attempt, server) in candidates.iter().enumerate() {
@@ -252,6 +251,24 @@ impl Router {
         } else {
             "No BigBlueButton server is available: none could be reached.".into()
         }))
+    }
+
+    /// A create of a meeting `owner` holds: BBB itself answers
+    /// `duplicateWarning` or `idNotUnique`.
+    async fn create_on(
+        &self,
+        request: &ApiRequest,
+        meeting_id: &str,
+        owner: &Arc<Server>,
+    ) -> Result<Outcome, ApiError> {
+        let answer = self
+            .forward(request, owner, None)
+            .await
+            .map_err(|e| Self::unreachable(owner, &e))?;
+        if xml::is_success(&answer.body) {
+            self.state.remember(meeting_id, owner).await;
+        }
+        Ok(Outcome::answer(answer, owner))
     }
 
     async fn join(&self, request: &ApiRequest) -> Result<Outcome, ApiError> {

@@ -273,16 +273,23 @@ impl State {
     }
 
     /// Records that `server` said just now that it holds the meeting.
+    /// Other instances are told (through Redis) when the meeting is new
+    /// here or has moved; polls keep their word fresh after that, so a
+    /// create or join of a known meeting costs no Redis round trip.
     pub async fn remember(&self, meeting_id: &str, server: &Server) {
-        {
+        let news = {
             let mut meetings = self.meetings();
             let now = Instant::now();
             if meetings.len() >= PRUNE_ABOVE {
                 meetings.retain(|_, owner| now.duration_since(owner.confirmed) < STALE_AFTER);
             }
+            let news = meetings
+                .get(meeting_id)
+                .is_none_or(|o| o.server != server.id);
             meetings.set(meeting_id, &server.id, now);
-        }
-        if let Some(redis) = &self.shared {
+            news
+        };
+        if news && let Some(redis) = &self.shared {
             redis.remember(meeting_id, &server.id).await;
         }
     }
@@ -445,14 +452,10 @@ impl State {
         }
     }
 
-    /// Serialises creates of one meetingID, so that creates arriving together
-    /// are placed once and all end on the same server.
-    ///
-    /// With Redis, creates on every instance are: the instance that takes
-    /// the shared lock places the meeting; the others wait until its server
-    /// is known (then their create goes there, and BBB answers
-    /// `duplicateWarning`), or until the lock is gone (a holder that crashed:
-    /// its lock expires), and then take it themselves.
+    /// Serialises creates of one meetingID on this instance, so that creates
+    /// arriving together are placed once and all end on the same server.
+    /// For a new meeting, [`CreateGuard::share`] extends it to every
+    /// instance.
     pub async fn lock_create(&self, meeting_id: &str) -> CreateGuard<'_> {
         let lock = self
             .creates_map()
@@ -460,39 +463,13 @@ impl State {
             .or_default()
             .clone();
         let guard = lock.clone().lock_owned().await;
-        let mut create = CreateGuard {
+        CreateGuard {
             state: self,
             meeting_id: meeting_id.to_string(),
             lock,
             guard: Some(guard),
             shared_token: None,
-        };
-        if let Some(redis) = &self.shared {
-            let give_up = tokio::time::Instant::now() + redis.lock_ttl() + Duration::from_secs(1);
-            loop {
-                match redis.try_lock_create(meeting_id).await {
-                    Ok(token) => {
-                        create.shared_token = Some(token);
-                        break;
-                    }
-                    // Redis is away: this instance's lock alone.
-                    Err(false) => break,
-                    Err(true) => {
-                        // The holder's create landed: this one goes there.
-                        if let Some((ms, server)) = redis.owner(meeting_id).await
-                            && self.learn(meeting_id, ms, &server, true).is_some()
-                        {
-                            break;
-                        }
-                        if tokio::time::Instant::now() > give_up {
-                            break;
-                        }
-                        tokio::time::sleep(Duration::from_millis(25)).await;
-                    }
-                }
-            }
         }
-        create
     }
 
     fn creates_map(&self) -> MutexGuard<'_, HashMap<String, Arc<tokio::sync::Mutex<()>>>> {
@@ -512,6 +489,48 @@ pub struct CreateGuard<'a> {
     guard: Option<tokio::sync::OwnedMutexGuard<()>>,
     /// The shared lock's token, when this instance holds it.
     shared_token: Option<String>,
+}
+
+impl CreateGuard<'_> {
+    /// With Redis, the create lock of every instance: the instance that
+    /// takes it places the new meeting; the others wait until its server is
+    /// known (then their create goes there, and BBB answers
+    /// `duplicateWarning`), or until the lock is gone (a holder that
+    /// crashed: its lock expires), and then take it themselves. True when
+    /// another instance's create landed meanwhile (its server is now
+    /// known here too). Without Redis, or while it is down: this
+    /// instance's lock alone, and false.
+    pub async fn share(&mut self, meeting_id: &str) -> bool {
+        let state = self.state;
+        let Some(redis) = &state.shared else {
+            return false;
+        };
+        let give_up = tokio::time::Instant::now() + redis.lock_ttl() + Duration::from_secs(1);
+        loop {
+            match redis.try_lock_create(meeting_id).await {
+                Ok(token) => {
+                    self.shared_token = Some(token);
+                    // The last holder's create may have landed just before.
+                    return match redis.owner(meeting_id).await {
+                        Some((ms, server)) => state.learn(meeting_id, ms, &server, true).is_some(),
+                        None => false,
+                    };
+                }
+                Err(false) => return false,
+                Err(true) => {
+                    if let Some((ms, server)) = redis.owner(meeting_id).await
+                        && state.learn(meeting_id, ms, &server, true).is_some()
+                    {
+                        return true;
+                    }
+                    if tokio::time::Instant::now() > give_up {
+                        return false;
+                    }
+                    tokio::time::sleep(Duration::from_millis(25)).await;
+                }
+            }
+        }
+    }
 }
 
 impl Drop for CreateGuard<'_> {
