@@ -262,17 +262,31 @@ impl ApiRequest {
     /// its secret. `record_ids`, when given, replaces the value of
     /// `recordID` (for a call whose recordings live on several servers).
     pub fn for_server(&self, server: &ServerSpec, record_ids: Option<&[String]>) -> Outgoing {
-        let call = self.call.name();
         let replacement = record_ids.map(|ids| {
             let joined = ids.join(",");
-            form_urlencoded::byte_serialize(joined.as_bytes()).collect::<String>()
+            (
+                "recordID",
+                form_urlencoded::byte_serialize(joined.as_bytes()).collect::<String>(),
+            )
         });
+        self.for_server_replacing(server, replacement.as_ref().map(|(n, v)| (*n, v.as_str())))
+    }
+
+    /// The request as `server` must receive it, with the raw value of the
+    /// parameter `name` replaced by `raw_value` (already encoded); every
+    /// other byte as the client sent it.
+    pub fn for_server_replacing(
+        &self,
+        server: &ServerSpec,
+        replacement: Option<(&str, &str)>,
+    ) -> Outgoing {
+        let call = self.call.name();
         match &self.signing {
             Signing::Query(unsigned) => {
-                let unsigned = match &replacement {
-                    Some(value) => {
+                let unsigned = match replacement {
+                    Some((name, value)) => {
                         // UTF-8 cut at ASCII `&`/`=`, an ASCII value put in: nothing lost.
-                        let replaced = replace_param(unsigned.as_bytes(), "recordID", value);
+                        let replaced = replace_param(unsigned.as_bytes(), name, value);
                         std::borrow::Cow::Owned(String::from_utf8_lossy(&replaced).into_owned())
                     }
                     None => std::borrow::Cow::Borrowed(unsigned.as_str()),
@@ -285,8 +299,8 @@ impl ApiRequest {
             Signing::FormBody => {
                 // Bytes, not text: a body that is not UTF-8 goes on as it came.
                 let mut body = remove_param(&self.body, "checksum");
-                if let Some(value) = &replacement {
-                    body = replace_param(&body, "recordID", value);
+                if let Some((name, value)) = replacement {
+                    body = replace_param(&body, name, value);
                 }
                 let (signed, _) = checksum::form_body_signing_string(&body);
                 let sum = checksum::sign(call, &signed, &server.secret, server.checksum);
@@ -301,6 +315,59 @@ impl ApiRequest {
                 }
             }
         }
+    }
+
+    /// The URL query a server's checksum is computed over (the client's,
+    /// without its checksum); `None` for a form POST signed in its body,
+    /// whose parameters are then [`ApiRequest::body_without_checksum`].
+    pub fn unsigned_query(&self) -> Option<&str> {
+        match &self.signing {
+            Signing::Query(unsigned) => Some(unsigned),
+            Signing::FormBody => None,
+        }
+    }
+
+    /// The body read whole, without the client's checksum when the body
+    /// carried it.
+    pub fn body_without_checksum(&self) -> Bytes {
+        match &self.signing {
+            Signing::Query(_) => self.body.clone(),
+            Signing::FormBody => Bytes::from(remove_param(&self.body, "checksum")),
+        }
+    }
+
+    /// A call tinyscale makes again from what it kept of one it verified
+    /// earlier (see `recreate`): `unsigned_query` as
+    /// [`ApiRequest::unsigned_query`] gave it (`None`: the parameters are
+    /// the form `body`). Re-signed for each server like any request.
+    pub fn replayed(
+        call: Call,
+        method: Method,
+        unsigned_query: Option<String>,
+        content_type: Option<HeaderValue>,
+        body: Bytes,
+    ) -> ApiRequest {
+        let form_params = method == Method::POST && is_form(content_type.as_ref());
+        let (signing, raw_query) = match unsigned_query {
+            Some(query) => (Signing::Query(query.clone()), query),
+            None => (Signing::FormBody, String::new()),
+        };
+        let mut request = ApiRequest {
+            call,
+            method,
+            content_type,
+            body,
+            upload: None,
+            signing,
+            raw_query,
+            form_params,
+            meeting_id: None,
+        };
+        request.meeting_id = request
+            .param("meetingID")
+            .filter(|id| !id.is_empty())
+            .map(|id| id.into_owned());
+        request
     }
 }
 

@@ -67,6 +67,9 @@ pub struct Settings {
     pub redis_url: Option<String>,
     /// Put before every Redis key.
     pub redis_prefix: String,
+    /// Whether a join re-creates a meeting whose server is down, disabled
+    /// or removed, from its kept create call (`TINYSCALE_RECREATE`).
+    pub recreate: bool,
 }
 
 /// What `Debug` shows in place of a secret.
@@ -104,6 +107,7 @@ impl std::fmt::Debug for Settings {
             max_connections,
             redis_url,
             redis_prefix,
+            recreate,
         } = self;
         f.debug_struct("Settings")
             .field("listen", listen)
@@ -136,6 +140,7 @@ impl std::fmt::Debug for Settings {
                 &redis_url.as_deref().map(crate::shared::shown_url),
             )
             .field("redis_prefix", redis_prefix)
+            .field("recreate", recreate)
             .finish()
     }
 }
@@ -390,6 +395,16 @@ impl Settings {
                 other => other,
             })?,
             redis_prefix: var("TINYSCALE_REDIS_PREFIX").unwrap_or_else(|| "tinyscale:".into()),
+            recreate: parsed(
+                &var,
+                "TINYSCALE_RECREATE",
+                || true,
+                |v| match v {
+                    "on" => Ok(true),
+                    "off" => Ok(false),
+                    _ => Err("expected on or off".into()),
+                },
+            )?,
         })
     }
 }
@@ -734,6 +749,7 @@ mod tests {
         assert_eq!(s.idle_timeout, Duration::from_secs(60));
         assert_eq!(s.header_timeout, Duration::from_secs(30));
         assert_eq!(s.max_connections, 10_000);
+        assert!(s.recreate, "re-creation is on by default");
         let off =
             settings(&[("TINYSCALE_SECRET", "s"), ("TINYSCALE_METRICS_BIND", "off")]).unwrap();
         assert_eq!(off.metrics_listen, None);
@@ -765,8 +781,10 @@ mod tests {
             ("TINYSCALE_IDLE_TIMEOUT", "5"),
             ("TINYSCALE_HEADER_TIMEOUT", "0.5"),
             ("TINYSCALE_MAX_CONNECTIONS", "200"),
+            ("TINYSCALE_RECREATE", "off"),
         ])
         .unwrap();
+        assert!(!s.recreate);
         assert_eq!((s.max_header_bytes, s.max_headers), (16 << 10, 50));
         assert_eq!(s.idle_timeout, Duration::from_secs(5));
         assert_eq!(s.header_timeout, Duration::from_millis(500));
@@ -801,6 +819,8 @@ mod tests {
             ("TINYSCALE_HEADER_TIMEOUT", "never"),
             ("TINYSCALE_MAX_CONNECTIONS", "0"),
             ("TINYSCALE_MAX_CONNECTIONS", "-5"),
+            ("TINYSCALE_RECREATE", "yes"),
+            ("TINYSCALE_RECREATE", "OFF!"),
         ] {
             let err = settings(&[("TINYSCALE_SECRET", "s"), (name, value)]).unwrap_err();
             assert!(err.to_string().starts_with(name), "{err}");

@@ -168,11 +168,14 @@ pub async fn poll(state: &State, backend: &Backend, server: &Server, timeout: Du
         Ok(Err(e)) => Poll::Unreachable(e.to_string()),
         Ok(Ok(answer)) if xml::is_success(&answer.body) => {
             let meetings = xml::meeting_summaries(&answer.body);
-            let ids: Vec<String> = meetings.iter().map(|m| m.meeting_id.clone()).collect();
-            state.apply_poll(server, started, &ids).await;
+            let listed: Vec<(String, Option<u64>)> = meetings
+                .iter()
+                .map(|m| (m.meeting_id.clone(), m.create_time))
+                .collect();
+            state.apply_poll(server, started, &listed).await;
             tracing::debug!(
                 server = server.name(),
-                meetings = ids.len(),
+                meetings = listed.len(),
                 ms = started.elapsed().as_millis() as u64,
                 "polled"
             );
@@ -186,7 +189,7 @@ pub async fn poll(state: &State, backend: &Backend, server: &Server, timeout: Du
                 server.health().version = version;
             }
             Poll::Ok {
-                meetings: ids.len(),
+                meetings: listed.len(),
             }
         }
         Ok(Ok(answer)) => match xml::field(&answer.body, "messageKey") {
@@ -362,6 +365,7 @@ mod tests {
             listeners: 1,
             voice_participants: 2,
             videos,
+            create_time: None,
         };
         let load = Load::from_meetings(&[m(5, 1), m(12, 0)]);
         assert_eq!(

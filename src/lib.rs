@@ -12,6 +12,7 @@
 //! - [`meetings`]: the meeting → server map, indexed by server too;
 //! - [`shared`]: what several instances share through Redis (optional);
 //! - [`placement`]: round-robin / least-loaded choice of a new meeting's server (pure);
+//! - [`recreate`]: a meeting made again elsewhere when its server is gone (kept create calls);
 //! - [`backend`]: the pooled HTTP(S) client to the BBB servers; a large
 //!   answer streams through;
 //! - [`upload`]: a client's upload streaming to its server, within the limit;
@@ -44,6 +45,7 @@ pub mod logging;
 pub mod meetings;
 pub mod metrics;
 pub mod placement;
+pub mod recreate;
 pub mod routing;
 pub mod server;
 pub mod shared;

@@ -19,6 +19,9 @@ pub struct Owner {
     pub server: Arc<str>,
     /// When the server last said it holds the meeting.
     pub confirmed: Instant,
+    /// When that server's copy was created (unix ms), if known: of two
+    /// copies of one meetingID, the later is the meeting.
+    pub create_time: Option<u64>,
 }
 
 #[derive(Default, Debug)]
@@ -42,10 +45,15 @@ impl Meetings {
     }
 
     /// Records that `server` holds the meeting as of `confirmed`, moving it
-    /// off the server it was on before, if another.
+    /// off the server it was on before, if another. A copy's createTime
+    /// stays known while the meeting stays on its server.
     pub fn set(&mut self, meeting_id: &str, server: &Arc<str>, confirmed: Instant) {
+        let mut create_time = None;
         let id = match self.owners.get_key_value(meeting_id) {
-            Some((id, owner)) if owner.server == *server => id.clone(),
+            Some((id, owner)) if owner.server == *server => {
+                create_time = owner.create_time;
+                id.clone()
+            }
             Some((id, owner)) => {
                 let (id, old) = (id.clone(), owner.server.clone());
                 self.unindex(&old, &id);
@@ -59,7 +67,21 @@ impl Meetings {
             }
         };
         let server = server.clone();
-        self.owners.insert(id, Owner { server, confirmed });
+        self.owners.insert(
+            id,
+            Owner {
+                server,
+                confirmed,
+                create_time,
+            },
+        );
+    }
+
+    /// Records when the copy the meeting is recorded on was created.
+    pub fn set_create_time(&mut self, meeting_id: &str, create_time: u64) {
+        if let Some(owner) = self.owners.get_mut(meeting_id) {
+            owner.create_time = Some(create_time);
+        }
     }
 
     /// Removes the meeting if it is recorded on `server_id`.
@@ -148,11 +170,15 @@ mod tests {
         m.set("m3", &b, now);
         m.check_index();
         assert_eq!(m.on_server("a").len(), 2);
+        m.set_create_time("m1", 7);
+        m.set("m1", &a, now);
+        assert_eq!(m.get("m1").unwrap().create_time, Some(7), "same copy");
         // Moved: off a, onto b.
         m.set("m1", &b, now);
         m.check_index();
         assert_eq!(m.on_server("a").len(), 1);
         assert_eq!(&*m.get("m1").unwrap().server, "b");
+        assert_eq!(m.get("m1").unwrap().create_time, None, "another copy");
         // Only removed from the server it is on.
         m.remove_if_on("m1", "a");
         assert!(m.get("m1").is_some());

@@ -67,6 +67,7 @@ pub struct Metrics {
     backend_seconds: Family<ServerLabel, Histogram, fn() -> Histogram>,
     backend_errors: Family<ServerLabel, Counter>,
     reloads: Family<ResultLabel, Counter>,
+    recreated: Counter,
     server_up: Family<ServerLabel, Gauge>,
     server_state: Family<ServerStateLabel, Gauge>,
     server_meetings: Family<ServerLabel, Gauge>,
@@ -100,6 +101,7 @@ impl Metrics {
             backend_seconds: Family::new_with_constructor(latency_histogram),
             backend_errors: Family::default(),
             reloads: Family::default(),
+            recreated: Counter::default(),
             server_up: Family::default(),
             server_state: Family::default(),
             server_meetings: Family::default(),
@@ -153,6 +155,11 @@ impl Metrics {
             "tinyscale_reloads",
             "Reloads of the servers file by result (ok, refused)",
             metrics.reloads.clone(),
+        );
+        registry.register(
+            "tinyscale_recreated_meetings",
+            "Meetings made again on another server from their kept create call, their own being down, disabled or removed",
+            metrics.recreated.clone(),
         );
         registry.register(
             "tinyscale_server_up",
@@ -237,6 +244,11 @@ impl Metrics {
                 result: result.into(),
             })
             .inc();
+    }
+
+    /// One meeting made again from its kept create call.
+    pub fn recreated(&self) {
+        self.recreated.inc();
     }
 
     /// From now on `/healthz` says the balancer is stopping.

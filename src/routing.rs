@@ -4,7 +4,9 @@
 //!   found by asking every server `getMeetingInfo` at once);
 //! - `create` of a new meeting goes to the next server round-robin, once per
 //!   meetingID however many creates arrive together;
-//! - `join` becomes a 302 to the owner's own signed join URL;
+//! - `join` becomes a 302 to the owner's own signed join URL; a meeting
+//!   whose server is down, disabled or removed is first made again on a
+//!   healthy server from its kept create call (see `recreate`);
 //! - lists are gathered from every server and merged;
 //! - recording calls go to the servers that have the recordIDs.
 //!
@@ -19,6 +21,7 @@ use crate::fanout;
 use crate::health;
 use crate::lists::{Ask, List, MergedList, Sending};
 use crate::metrics::Metrics;
+use crate::recreate::{self, KeptCreate};
 use crate::state::{Server, State};
 use crate::xml;
 use hyper::header::{CONTENT_TYPE, HeaderValue, LOCATION};
@@ -199,6 +202,12 @@ impl Router {
     async fn create(&self, request: &ApiRequest) -> Result<Outcome, ApiError> {
         let meeting_id = request.meeting_id().ok_or(ApiError::MissingMeetingId)?;
         let mut placing = self.state.lock_create(meeting_id).await;
+        if self.state.recreates()
+            && let Some(upload) = &request.upload
+        {
+            // Copied as it streams to the server, to be kept if small.
+            upload.copy_up_to(recreate::KEEP_BODY_UP_TO);
+        }
         if let Remembered::Unavailable(server) = self.remembered(meeting_id).await {
             // Its server is down, disabled or removed: the meeting is gone
             // with it, and the class goes on elsewhere.
@@ -209,28 +218,47 @@ impl Router {
             );
             self.state.forget(meeting_id, &server).await;
         }
-        if let Located::At(owner) = self.locate(meeting_id, true).await? {
-            return self.create_on(request, meeting_id, &owner).await;
+        let located = match self.locate(meeting_id, true).await? {
+            Located::At(owner) => Located::At(owner),
+            // A new meeting. With other instances (Redis), one of them
+            // places it: this one, or another whose create this one then
+            // follows.
+            Located::Nowhere if placing.share(meeting_id).await => {
+                self.locate(meeting_id, true).await?
+            }
+            Located::Nowhere => Located::Nowhere,
+        };
+        let (answer, server) = match located {
+            // BBB itself answers duplicateWarning or idNotUnique.
+            Located::At(owner) => {
+                let answer = self
+                    .forward(request, &owner, None)
+                    .await
+                    .map_err(|e| Self::unreachable(&owner, &e))?;
+                (answer, owner)
+            }
+            Located::Nowhere => self.place(request).await?,
+        };
+        if xml::is_success(&answer.body) {
+            let create_time = xml::create_time(&answer.body);
+            self.state
+                .remember_copy(meeting_id, &server, create_time)
+                .await;
+            self.keep(request, meeting_id, &answer.body).await;
         }
-        // A new meeting. With other instances (Redis), one of them places
-        // it: this one, or another whose create this one then follows.
-        if placing.share(meeting_id).await
-            && let Located::At(owner) = self.locate(meeting_id, true).await?
-        {
-            return self.create_on(request, meeting_id, &owner).await;
-        }
+        Ok(Outcome::answer(answer, &server))
+    }
+
+    /// Sends a create of a new meeting to the best server that takes new
+    /// meetings, or the next one when that one cannot be reached.
+    async fn place(&self, request: &ApiRequest) -> Result<(Answer, Arc<Server>), ApiError> {
         let candidates = self.state.placement_order().await;
         for (attempt, server) in candidates.iter().enumerate() {
             if attempt > 0 {
                 self.state.reserve(server).await;
             }
             match self.forward(request, server, None).await {
-                Ok(answer) => {
-                    if xml::is_success(&answer.body) {
-                        self.state.remember(meeting_id, server).await;
-                    }
-                    return Ok(Outcome::answer(answer, server));
-                }
+                Ok(answer) => return Ok((answer, server.clone())),
                 Err(e) if e.never_reached() => {
                     tracing::warn!(
                         server = server.name(),
@@ -253,30 +281,110 @@ impl Router {
         }))
     }
 
-    /// A create of a meeting `owner` holds: BBB itself answers
-    /// `duplicateWarning` or `idNotUnique`.
-    async fn create_on(
-        &self,
-        request: &ApiRequest,
-        meeting_id: &str,
-        owner: &Arc<Server>,
-    ) -> Result<Outcome, ApiError> {
-        let answer = self
-            .forward(request, owner, None)
-            .await
-            .map_err(|e| Self::unreachable(owner, &e))?;
-        if xml::is_success(&answer.body) {
-            self.state.remember(meeting_id, owner).await;
+    /// Keeps the call of a create that succeeded with `answer` (see
+    /// `recreate`). A create that found the meeting there already
+    /// (`duplicateWarning`, the same copy) leaves the call that made it;
+    /// one that made a new copy replaces the kept call.
+    async fn keep(&self, request: &ApiRequest, meeting_id: &str, answer: &[u8]) {
+        if !self.state.recreates() {
+            return;
         }
-        Ok(Outcome::answer(answer, owner))
+        let call = KeptCreate::of(request, answer);
+        let call = match self.state.kept_create(meeting_id).await {
+            Some(earlier) => {
+                let duplicate = xml::field(answer, "messageKey") == Some("duplicateWarning")
+                    || (call.create_time.is_some() && call.create_time == earlier.create_time);
+                if duplicate {
+                    return;
+                }
+                call.replacing(&earlier)
+            }
+            None => call,
+        };
+        self.state.keep_create(meeting_id, call).await;
+    }
+
+    /// Makes a meeting whose server is down, disabled or removed again on a
+    /// healthy server, from its kept create call: a new create in every
+    /// respect (the create lock, placement, signed for that server).
+    /// Concurrent joins, at any instance, make it once: the lock is taken,
+    /// then the meeting looked at again. A meeting whose create tinyscale
+    /// never saw (found by a poll or a search) stays `serverUnavailable`.
+    async fn recreate(&self, meeting_id: &str) -> Result<Arc<Server>, ApiError> {
+        let mut placing = self.state.lock_create(meeting_id).await;
+        let gone = match self.remembered(meeting_id).await {
+            // Made again meanwhile (by another join, here or elsewhere).
+            Remembered::Usable(server, _) => return Ok(server),
+            Remembered::Nowhere => {
+                return match self.search(meeting_id).await {
+                    Located::At(server) => Ok(server),
+                    Located::Nowhere => Err(ApiError::InvalidMeetingIdentifier),
+                };
+            }
+            Remembered::Unavailable(server) => server,
+        };
+        let Some(mut kept) = self.state.kept_create(meeting_id).await else {
+            return Err(ApiError::ServerUnavailable);
+        };
+        // Another instance may be making it again right now: the one that
+        // holds the shared lock does; the others follow its new copy.
+        if placing.share(meeting_id).await
+            && let Remembered::Usable(server, _) = self.remembered(meeting_id).await
+        {
+            return Ok(server);
+        }
+        let (answer, server) = self.place(&kept.request()).await?;
+        if !xml::is_success(&answer.body) {
+            let why = xml::result_word(&answer.body);
+            tracing::warn!(
+                meeting = meeting_id,
+                server = server.name(),
+                "making the meeting again failed: {why}"
+            );
+            return Err(ApiError::Internal(format!(
+                "The meeting's server is unavailable, and making the meeting again on {} failed ({why}).",
+                server.name()
+            )));
+        }
+        let create_time = xml::create_time(&answer.body);
+        if let Some(old) = kept.create_time {
+            self.state.note_stale(meeting_id, &gone, old);
+        }
+        self.state.forget(meeting_id, &gone).await;
+        self.state
+            .remember_copy(meeting_id, &server, create_time)
+            .await;
+        let slides = if kept.body_left_out {
+            "default (the create's upload was too large to keep)"
+        } else {
+            "as created"
+        };
+        kept.recreated(create_time);
+        self.state.keep_create(meeting_id, kept).await;
+        self.metrics.recreated();
+        tracing::info!(
+            meeting = meeting_id,
+            from = &*gone,
+            server = server.name(),
+            slides,
+            "meeting's server is unavailable; made the meeting again from its create call"
+        );
+        Ok(server)
     }
 
     async fn join(&self, request: &ApiRequest) -> Result<Outcome, ApiError> {
         let meeting_id = request.meeting_id().ok_or(ApiError::MissingMeetingId)?;
-        let Located::At(owner) = self.locate(meeting_id, true).await? else {
-            return Err(ApiError::InvalidMeetingIdentifier);
+        let owner = match self.locate(meeting_id, true).await {
+            Ok(Located::At(owner)) => owner,
+            Ok(Located::Nowhere) => return Err(ApiError::InvalidMeetingIdentifier),
+            Err(ApiError::ServerUnavailable) if self.state.recreates() => {
+                self.recreate(meeting_id).await?
+            }
+            Err(e) => return Err(e),
         };
-        let Outgoing { uri, .. } = request.for_server(&owner.spec, None);
+        let create_time = self.join_create_time(request, meeting_id).await;
+        let replacement = create_time.as_deref().map(|t| ("createTime", t));
+        let Outgoing { uri, .. } = request.for_server_replacing(&owner.spec, replacement);
         let location = HeaderValue::from_str(&uri)
             .map_err(|_| ApiError::Internal("The join URL could not be built.".into()))?;
         let mut response = Response::new(Body::whole(bytes::Bytes::new()));
@@ -288,6 +396,26 @@ impl Router {
             result: "redirect".into(),
             list: None,
         })
+    }
+
+    /// The `createTime` a join must carry instead of its own: the current
+    /// copy's, when its own is that of a copy the meeting was made again
+    /// from (BBB refuses a mismatch with `mismatchCreateTimeParam`).
+    async fn join_create_time(&self, request: &ApiRequest, meeting_id: &str) -> Option<String> {
+        if !self.state.recreates() {
+            return None;
+        }
+        let given = request.param("createTime")?;
+        let given = given.trim();
+        if given.is_empty() {
+            return None;
+        }
+        let current = self.state.owner(meeting_id).await?.create_time;
+        if current.is_some() && current == given.parse().ok() {
+            return None;
+        }
+        let kept = self.state.kept_create(meeting_id).await?;
+        kept.join_create_time(given).map(|t| t.to_string())
     }
 
     /// isMeetingRunning, getMeetingInfo, end, insertDocument, sendChatMessage.
@@ -356,6 +484,7 @@ impl Router {
     ) -> Outcome {
         if call == Call::End && xml::is_success(&answer.body) {
             self.state.forget(meeting_id, &server.id).await;
+            self.state.forget_kept(meeting_id).await;
         }
         Outcome::answer(answer, server)
     }
@@ -405,14 +534,19 @@ impl Router {
     /// Asks every usable server `getMeetingInfo` at once and takes the first
     /// that holds the meeting, without waiting for slower ones. A server
     /// that cannot be reached counts as not holding it; servers known to be
-    /// down are not asked.
+    /// down are not asked; a stale copy (the meeting was made again
+    /// elsewhere) is passed by.
     async fn search(&self, meeting_id: &str) -> Located {
         let query = meeting_query(meeting_id);
         let asks = self.state.cluster().usable().into_iter().map(|server| {
             let uri = api::signed_url(&server.spec, "getMeetingInfo", &query);
             async move {
                 match self.noted(&server, self.backend.get(&uri).await) {
-                    Ok(answer) if xml::is_success(&answer.body) => Some(server),
+                    Ok(answer) if xml::is_success(&answer.body) => {
+                        let create_time = xml::create_time(&answer.body);
+                        (!self.state.is_stale(meeting_id, &server.id, create_time))
+                            .then_some((server, create_time))
+                    }
                     Ok(_) => None,
                     Err(e) => {
                         tracing::warn!(server = server.name(), "meeting search: server {e}");
@@ -422,8 +556,10 @@ impl Router {
             }
         });
         match fanout::first_some(asks).await {
-            Some(server) => {
-                self.state.remember(meeting_id, &server).await;
+            Some((server, create_time)) => {
+                self.state
+                    .remember_copy(meeting_id, &server, create_time)
+                    .await;
                 Located::At(server)
             }
             None => Located::Nowhere,

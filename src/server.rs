@@ -79,7 +79,8 @@ impl App {
                 strategy: settings.strategy,
                 new_meeting_load: settings.new_meeting_load,
             },
-        );
+        )
+        .with_recreation(settings.recreate);
         if let Some(url) = &settings.redis_url {
             // A create lock outlives the create's own response timeout.
             let lock_ttl = settings.response_timeout + Duration::from_secs(5);

@@ -1,6 +1,7 @@
 //! What several tinyscale instances share through Redis (optional): which
 //! server holds each meeting, the create lock of a new meetingID, the
-//! round-robin turn and the least-loaded reservations. Without Redis (or
+//! round-robin turn, the least-loaded reservations, and each meeting's kept
+//! create call (see `recreate`). Without Redis (or
 //! while it is unreachable) each instance decides alone, from its own
 //! memory: `state` keeps that memory and asks this module first.
 //!
@@ -19,7 +20,9 @@
 //!   (expires by itself: a crashed holder blocks it no longer);
 //! - `turn` → the round-robin counter;
 //! - `reserved:<server root>` → a sorted set of reservations (score: unix
-//!   ms), dropped by any instance's poll of that server that began after.
+//!   ms), dropped by any instance's poll of that server that began after;
+//! - `kept:<id>` → the meeting's kept create call as JSON, expiring after
+//!   `recreate::KEPT_FOR` (deleted when the meeting is seen to end).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -439,6 +442,44 @@ impl Redis {
         let _: Option<i64> = self
             .run(script.key(&key).arg(token).invoke_async(&mut connection))
             .await;
+    }
+
+    /// Keeps a meeting's create call (JSON) for `ttl`, replacing any.
+    pub async fn keep(&self, meeting_id: &str, json: &str, ttl: Duration) {
+        let key = self.key("kept", meeting_id);
+        let mut connection = self.manager.clone();
+        let _: Option<()> = self
+            .run(
+                redis::cmd("SET")
+                    .arg(&key)
+                    .arg(json)
+                    .arg("PX")
+                    .arg(ttl.as_millis() as u64)
+                    .query_async(&mut connection),
+            )
+            .await;
+    }
+
+    /// The meeting's kept create call (JSON): `Some(None)` when Redis has
+    /// none, `None` when Redis could not be asked.
+    pub async fn kept(&self, meeting_id: &str) -> Option<Option<String>> {
+        let key = self.key("kept", meeting_id);
+        let mut connection = self.manager.clone();
+        self.run(redis::cmd("GET").arg(&key).query_async(&mut connection))
+            .await
+    }
+
+    /// Drops the kept create calls of meetings that ended.
+    pub async fn forget_kept(&self, meeting_ids: &[String]) {
+        if meeting_ids.is_empty() {
+            return;
+        }
+        let mut command = redis::cmd("DEL");
+        for id in meeting_ids {
+            command.arg(self.key("kept", id));
+        }
+        let mut connection = self.manager.clone();
+        let _: Option<i64> = self.run(command.query_async(&mut connection)).await;
     }
 }
 

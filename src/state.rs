@@ -1,6 +1,7 @@
 //! The state a request reads, behind one small interface: the servers and
-//! their health, which server holds which meeting, where new meetings go,
-//! and the creates in flight.
+//! their health, which server holds which meeting (and which copies of a
+//! meeting are stale), where new meetings go, the creates in flight, and
+//! the meetings' kept create calls (see `recreate`).
 //!
 //! Kept in memory; the BBB servers stay the source of truth, so losing it
 //! only costs a search. Everything here is synchronous and quick: no lock is
@@ -13,6 +14,7 @@ use crate::config::{ServerSpec, ServerState, Strategy};
 use crate::health::{Health, Transition};
 use crate::meetings::Meetings;
 use crate::placement::{self, Candidate};
+use crate::recreate::{self, KeptCreate, StaleCopies};
 use crate::shared::{self, Redis};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -118,6 +120,32 @@ pub struct PlacementPolicy {
 /// a meeting that ended by itself (nobody called `end`) is not kept forever.
 const STALE_AFTER: Duration = Duration::from_secs(12 * 3600);
 const PRUNE_ABOVE: usize = 50_000;
+/// How often kept calls and stale copies past their time are dropped.
+const PRUNE_KEPT_EVERY: Duration = Duration::from_secs(600);
+
+/// What re-creation keeps in memory (see `recreate`).
+#[derive(Default)]
+struct Kept {
+    /// meetingID → its kept create call, and when it was kept.
+    calls: HashMap<String, (KeptCreate, Instant)>,
+    stale: StaleCopies,
+    pruned: Option<Instant>,
+}
+
+impl Kept {
+    fn prune(&mut self, now: Instant) {
+        if self
+            .pruned
+            .is_some_and(|t| now.duration_since(t) < PRUNE_KEPT_EVERY)
+        {
+            return;
+        }
+        self.pruned = Some(now);
+        self.calls
+            .retain(|_, (_, kept)| now.duration_since(*kept) < recreate::KEPT_FOR);
+        self.stale.prune(now);
+    }
+}
 
 pub struct State {
     /// Redis, when several instances share their state (see `shared`):
@@ -134,6 +162,11 @@ pub struct State {
     next: AtomicUsize,
     health_policy: HealthPolicy,
     placement: PlacementPolicy,
+    /// Whether a join re-creates a meeting whose server is unavailable
+    /// (`TINYSCALE_RECREATE`); create calls are kept only then.
+    recreate: bool,
+    // Taken after `meetings` when both are held.
+    kept: Mutex<Kept>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -155,9 +188,22 @@ impl State {
             next: AtomicUsize::new(0),
             health_policy,
             placement,
+            recreate: true,
+            kept: Mutex::new(Kept::default()),
         };
         state.replace_servers(specs);
         state
+    }
+
+    /// Turns re-creation on or off (on by default).
+    pub fn with_recreation(mut self, on: bool) -> State {
+        self.recreate = on;
+        self
+    }
+
+    /// Whether meetings whose server is unavailable are re-created.
+    pub fn recreates(&self) -> bool {
+        self.recreate
     }
 
     /// Shares the state with other instances through Redis.
@@ -242,12 +288,32 @@ impl State {
 
     /// Where the meeting was last seen, if anywhere: by this instance, or
     /// (with Redis) by another one, which this instance then remembers too.
+    /// A meeting this instance knows on a server that cannot be used now is
+    /// looked up in Redis as well: another instance may have re-created it.
     pub async fn owner(&self, meeting_id: &str) -> Option<Owner> {
-        if let Some(owner) = self.meetings().get(meeting_id).cloned() {
-            return Some(owner);
+        let known = self.meetings().get(meeting_id).cloned();
+        let usable = |server: &str| self.cluster().get(server).is_some_and(|s| s.is_usable());
+        if known.as_ref().is_some_and(|k| usable(&k.server)) {
+            return known;
         }
-        let (confirmed_ms, server) = self.shared.as_ref()?.owner(meeting_id).await?;
-        self.learn(meeting_id, confirmed_ms, &server, false)
+        let Some(redis) = &self.shared else {
+            return known;
+        };
+        let Some((confirmed_ms, server)) = redis.owner(meeting_id).await else {
+            return known;
+        };
+        match &known {
+            None => self.learn(meeting_id, confirmed_ms, &server, false),
+            Some(k) if *k.server != *server && usable(&server) => self
+                .learn(meeting_id, confirmed_ms, &server, true)
+                .or(known),
+            Some(_) => known,
+        }
+    }
+
+    /// The server `id` is configured, up and not disabled.
+    fn is_usable(&self, id: &str) -> bool {
+        self.cluster().get(id).is_some_and(|s| s.is_usable())
     }
 
     /// Takes in another instance's word (through Redis) that `server` held
@@ -277,7 +343,16 @@ impl State {
     /// here or has moved; polls keep their word fresh after that, so a
     /// create or join of a known meeting costs no Redis round trip.
     pub async fn remember(&self, meeting_id: &str, server: &Server) {
-        let news = {
+        self.remember_copy(meeting_id, server, None).await;
+    }
+
+    /// Records that `server` said just now that it holds the meeting, in a
+    /// copy created at `create_time` (from a create or getMeetingInfo
+    /// answer). A copy older than the one known elsewhere is stale and not
+    /// taken (see [`State::take_copy`]).
+    pub async fn remember_copy(&self, meeting_id: &str, server: &Server, create_time: Option<u64>) {
+        let mut noted = Vec::new();
+        let (taken, news) = {
             let mut meetings = self.meetings();
             let now = Instant::now();
             if meetings.len() >= PRUNE_ABOVE {
@@ -286,11 +361,109 @@ impl State {
             let news = meetings
                 .get(meeting_id)
                 .is_none_or(|o| o.server != server.id);
-            meetings.set(meeting_id, &server.id, now);
-            news
+            let mut kept = self.kept();
+            let taken = take_copy(
+                &mut meetings,
+                &mut kept.stale,
+                (meeting_id, &server.id, create_time),
+                now,
+                &mut noted,
+            );
+            (taken, news)
         };
-        if news && let Some(redis) = &self.shared {
+        log_stale(&noted);
+        if taken
+            && news
+            && let Some(redis) = &self.shared
+        {
             redis.remember(meeting_id, &server.id).await;
+        }
+    }
+
+    /// Notes that the copy of the meeting on `server_id` created at
+    /// `create_time` is not the meeting (it was re-created elsewhere).
+    pub fn note_stale(&self, meeting_id: &str, server_id: &Arc<str>, create_time: u64) {
+        if self.kept().stale.note(meeting_id, server_id, create_time) {
+            log_stale(&[(meeting_id.to_string(), server_id.clone(), create_time)]);
+        }
+    }
+
+    /// Is the copy of the meeting on `server_id` created at `create_time` a
+    /// stale one, never to be chosen?
+    pub fn is_stale(&self, meeting_id: &str, server_id: &str, create_time: Option<u64>) -> bool {
+        self.kept()
+            .stale
+            .is_stale(meeting_id, server_id, create_time)
+    }
+
+    fn kept(&self) -> MutexGuard<'_, Kept> {
+        lock(&self.kept)
+    }
+
+    /// Keeps a meeting's create call (here, and with Redis for every
+    /// instance) until the meeting is gone or [`recreate::KEPT_FOR`] has
+    /// passed. Nothing is kept while re-creation is off.
+    pub async fn keep_create(&self, meeting_id: &str, call: KeptCreate) {
+        if !self.recreate {
+            return;
+        }
+        let json = self.shared.as_ref().map(|_| call.to_json());
+        {
+            let mut kept = self.kept();
+            let now = Instant::now();
+            kept.prune(now);
+            kept.calls.insert(meeting_id.to_string(), (call, now));
+        }
+        if let (Some(redis), Some(json)) = (&self.shared, json) {
+            redis.keep(meeting_id, &json, recreate::KEPT_FOR).await;
+        }
+    }
+
+    /// The meeting's kept create call: Redis's word first (another instance
+    /// may have re-created the meeting and kept a newer one), this
+    /// instance's memory while Redis cannot be asked.
+    pub async fn kept_create(&self, meeting_id: &str) -> Option<KeptCreate> {
+        if let Some(redis) = &self.shared
+            && let Some(answer) = redis.kept(meeting_id).await
+        {
+            let call = answer.and_then(|json| match KeptCreate::from_json(&json) {
+                Ok(call) => Some(call),
+                Err(e) => {
+                    tracing::warn!(
+                        meeting = meeting_id,
+                        "a kept create call in Redis is unreadable: {e}"
+                    );
+                    None
+                }
+            });
+            let mut kept = self.kept();
+            match &call {
+                Some(call) => {
+                    let kept_at = kept
+                        .calls
+                        .get(meeting_id)
+                        .map_or_else(Instant::now, |(_, t)| *t);
+                    kept.calls
+                        .insert(meeting_id.to_string(), (call.clone(), kept_at));
+                }
+                None => {
+                    kept.calls.remove(meeting_id);
+                }
+            }
+            return call;
+        }
+        self.kept()
+            .calls
+            .get(meeting_id)
+            .filter(|(_, kept)| kept.elapsed() < recreate::KEPT_FOR)
+            .map(|(call, _)| call.clone())
+    }
+
+    /// Drops the meeting's kept create call: the meeting ended.
+    pub async fn forget_kept(&self, meeting_id: &str) {
+        self.kept().calls.remove(meeting_id);
+        if let Some(redis) = &self.shared {
+            redis.forget_kept(&[meeting_id.to_string()]).await;
         }
     }
 
@@ -310,40 +483,63 @@ impl State {
         lock(&self.meetings)
     }
 
-    /// Takes in what a poll that started at `started` saw on `server`: its
-    /// meetings are known to be there; meetings remembered there that it
-    /// did not list have ended — unless they were confirmed after the poll
-    /// began (a create that raced the poll is not dropped by its older
-    /// answer). Meetings placed since the poll began keep their reservation.
-    /// Touches only this server's meetings and the ones it listed.
-    pub async fn apply_poll(&self, server: &Server, started: Instant, meeting_ids: &[String]) {
+    /// Takes in what a poll that started at `started` saw on `server`: the
+    /// meetings it lists (with their copies' createTimes) are known to be
+    /// there; meetings remembered there that it did not list have ended,
+    /// and their kept create calls go — unless they were confirmed after
+    /// the poll began (a create that raced the poll is not dropped by its
+    /// older answer). A listed copy older than the one known elsewhere is
+    /// stale: passed by. Meetings placed since the poll began keep their
+    /// reservation. Touches only this server's meetings and the ones it
+    /// listed.
+    pub async fn apply_poll(
+        &self,
+        server: &Server,
+        started: Instant,
+        listed: &[(String, Option<u64>)],
+    ) {
         let mut unlisted = Vec::new();
+        let mut taken = Vec::with_capacity(listed.len());
+        let mut noted = Vec::new();
         {
             let mut meetings = self.meetings();
-            let listed: std::collections::HashSet<&str> =
-                meeting_ids.iter().map(String::as_str).collect();
+            let ids: std::collections::HashSet<&str> =
+                listed.iter().map(|(id, _)| id.as_str()).collect();
             for id in meetings.on_server(&server.id) {
-                let ended = !listed.contains(&*id)
+                let ended = !ids.contains(&*id)
                     && meetings.get(&id).is_some_and(|o| o.confirmed <= started);
                 if ended {
                     meetings.remove_if_on(&id, &server.id);
                     unlisted.push(id.to_string());
                 }
             }
-            for id in meeting_ids {
-                match meetings.get(id) {
-                    // Seen elsewhere after this poll began: the newer word wins.
-                    Some(owner) if owner.confirmed > started => {}
-                    _ => meetings.set(id, &server.id, started),
+            let mut kept = self.kept();
+            for (id, create_time) in listed {
+                let copy = (id.as_str(), &server.id, *create_time);
+                let newer_word = meetings.get(id).is_some_and(|o| o.confirmed > started);
+                if newer_word {
+                    // Seen elsewhere after this poll began: the newer word
+                    // wins (Redis, too, keeps it: see its script) — unless
+                    // this copy is a stale one.
+                    if !kept.stale.is_stale(id, &server.id, *create_time) {
+                        taken.push(id.clone());
+                    }
+                } else if take_copy(&mut meetings, &mut kept.stale, copy, started, &mut noted) {
+                    taken.push(id.clone());
                 }
             }
+            for id in &unlisted {
+                kept.calls.remove(id);
+            }
         }
+        log_stale(&noted);
         server.health().clear_reservations_before(started);
         if let Some(redis) = &self.shared {
             let started_ms = shared::unix_ms().saturating_sub(started.elapsed().as_millis() as u64);
             redis
-                .apply_poll(&server.id, started_ms, meeting_ids, &unlisted)
+                .apply_poll(&server.id, started_ms, &taken, &unlisted)
                 .await;
+            redis.forget_kept(&unlisted).await;
         }
     }
 
@@ -481,6 +677,60 @@ impl State {
     }
 }
 
+/// Records the copy `(meeting, server, createTime)` as where the meeting
+/// is, as of `confirmed` — unless it is stale: noted so before, or older
+/// than the copy known on another server (then noted now). A later copy
+/// than the known one makes that one stale. Newly noted stale copies are
+/// added to `noted`, to be logged once the locks are released. True when
+/// the copy was taken.
+fn take_copy(
+    meetings: &mut Meetings,
+    stale: &mut StaleCopies,
+    (meeting_id, server, create_time): (&str, &Arc<str>, Option<u64>),
+    confirmed: Instant,
+    noted: &mut Vec<(String, Arc<str>, u64)>,
+) -> bool {
+    if stale.is_stale(meeting_id, server, create_time) {
+        return false;
+    }
+    if let Some(known) = meetings.get(meeting_id)
+        && known.server != *server
+    {
+        if recreate::is_earlier(create_time, known.create_time) {
+            if let Some(t) = create_time
+                && stale.note(meeting_id, server, t)
+            {
+                noted.push((meeting_id.to_string(), server.clone(), t));
+            }
+            return false;
+        }
+        if recreate::is_earlier(known.create_time, create_time)
+            && let Some(t) = known.create_time
+            && stale.note(meeting_id, &known.server, t)
+        {
+            noted.push((meeting_id.to_string(), known.server.clone(), t));
+        }
+    }
+    meetings.set(meeting_id, server, confirmed);
+    if let Some(t) = create_time {
+        meetings.set_create_time(meeting_id, t);
+    }
+    true
+}
+
+/// One line per stale copy, once: its server came back still holding a
+/// meeting that was made again elsewhere.
+fn log_stale(noted: &[(String, Arc<str>, u64)]) {
+    for (meeting, server, create_time) in noted {
+        tracing::warn!(
+            meeting = meeting.as_str(),
+            server = &**server,
+            create_time,
+            "an older copy of the meeting is on this server; the later copy is the meeting and this one is never chosen"
+        );
+    }
+}
+
 /// Held while one create of a meetingID is placed and sent.
 pub struct CreateGuard<'a> {
     state: &'a State,
@@ -512,13 +762,18 @@ impl CreateGuard<'_> {
                     self.shared_token = Some(token);
                     // The last holder's create may have landed just before.
                     return match redis.owner(meeting_id).await {
-                        Some((ms, server)) => state.learn(meeting_id, ms, &server, true).is_some(),
-                        None => false,
+                        Some((ms, server)) if state.is_usable(&server) => {
+                            state.learn(meeting_id, ms, &server, true).is_some()
+                        }
+                        _ => false,
                     };
                 }
                 Err(false) => return false,
                 Err(true) => {
+                    // A meeting still recorded on a server that cannot be
+                    // used is being made anew: wait for the new copy.
                     if let Some((ms, server)) = redis.owner(meeting_id).await
+                        && state.is_usable(&server)
                         && state.learn(meeting_id, ms, &server, true).is_some()
                     {
                         return true;
@@ -650,7 +905,7 @@ mod tests {
         std::thread::sleep(Duration::from_millis(2));
         state.remember("created-during-poll", &server).await;
         state
-            .apply_poll(&server, poll_started, &["seen".to_string()])
+            .apply_poll(&server, poll_started, &[("seen".to_string(), None)])
             .await;
         assert!(
             state.owner("old-ended").await.is_none(),
@@ -679,7 +934,7 @@ mod tests {
         // Server two's poll lists "moved" (it ended on one and was made
         // again on two, say) and not "on-two", which has ended.
         state
-            .apply_poll(two, poll_started, &["moved".to_string()])
+            .apply_poll(two, poll_started, &[("moved".to_string(), None)])
             .await;
         assert_eq!(&*state.owner("on-one").await.unwrap().server, one.name());
         assert!(state.owner("on-two").await.is_none());
@@ -687,11 +942,76 @@ mod tests {
         state.meetings().check_index();
         // One's poll then lists only "on-one": "moved" is two's now.
         state
-            .apply_poll(one, Instant::now(), &["on-one".to_string()])
+            .apply_poll(one, Instant::now(), &[("on-one".to_string(), None)])
             .await;
         assert_eq!(&*state.owner("moved").await.unwrap().server, two.name());
         assert_eq!(state.known_meetings(), 2);
         state.meetings().check_index();
+    }
+
+    #[tokio::test]
+    async fn of_two_copies_the_later_is_the_meeting() {
+        let state = State::with_defaults(vec![spec(1), spec(2)]);
+        let cluster = state.cluster();
+        let (old, new) = (&cluster.list[0], &cluster.list[1]);
+        state.remember_copy("m", old, Some(100)).await;
+        // The meeting made again on `new`; a poll of `new` lists it.
+        state
+            .apply_poll(new, Instant::now(), &[("m".to_string(), Some(200))])
+            .await;
+        assert_eq!(&*state.owner("m").await.unwrap().server, new.name());
+        assert!(state.is_stale("m", &old.id, Some(100)), "the older copy");
+        // `old` lists its older copy: passed by, however often.
+        for _ in 0..3 {
+            state
+                .apply_poll(old, Instant::now(), &[("m".to_string(), Some(100))])
+                .await;
+            assert_eq!(&*state.owner("m").await.unwrap().server, new.name());
+        }
+        // A copy older than the known one is stale on first sight.
+        state
+            .apply_poll(old, Instant::now(), &[("n".to_string(), Some(5))])
+            .await;
+        state.remember_copy("n", new, Some(1)).await;
+        assert_eq!(&*state.owner("n").await.unwrap().server, old.name());
+        assert!(state.is_stale("n", &new.id, Some(1)));
+        // Unknown times move as before.
+        state.remember_copy("n", new, None).await;
+        assert_eq!(&*state.owner("n").await.unwrap().server, new.name());
+        state.meetings().check_index();
+    }
+
+    #[tokio::test]
+    async fn a_kept_call_lives_until_its_meeting_ends() {
+        let state = State::with_defaults(vec![spec(1)]);
+        let server = state.cluster().list[0].clone();
+        let call = KeptCreate {
+            method: "GET".into(),
+            query: Some("meetingID=m&name=N".into()),
+            content_type: None,
+            body: Vec::new(),
+            body_left_out: false,
+            create_time: Some(1),
+            replaced: Vec::new(),
+        };
+        state.remember("m", &server).await;
+        state.keep_create("m", call.clone()).await;
+        state.keep_create("ended", call.clone()).await;
+        assert_eq!(state.kept_create("m").await, Some(call.clone()));
+        // A poll lists "m" only: "ended" (not remembered there) stays,
+        // since this poll says nothing of it...
+        let listed = [("m".to_string(), Some(1))];
+        state.apply_poll(&server, Instant::now(), &listed).await;
+        assert!(state.kept_create("ended").await.is_some());
+        // ...and a poll that no longer lists "m" drops it.
+        state.apply_poll(&server, Instant::now(), &[]).await;
+        assert_eq!(state.kept_create("m").await, None);
+        state.forget_kept("ended").await;
+        assert_eq!(state.kept_create("ended").await, None);
+        // Nothing is kept while re-creation is off.
+        let off = State::with_defaults(vec![spec(1)]).with_recreation(false);
+        off.keep_create("m", call).await;
+        assert_eq!(off.kept_create("m").await, None);
     }
 
     #[tokio::test]

@@ -8,8 +8,12 @@
 //! has been read, so a create whose server refuses the connection can still
 //! go to the next one.
 //!
-//! Owns the limit check while streaming and telling a client's failure
-//! (body too large, client gone) apart from a server's. Does not own the
+//! A create's upload can also be copied as it passes, up to a size (see
+//! `recreate`: a meeting's create call is kept with its slides when they
+//! are small), without reading anything before the server has it.
+//!
+//! Owns the limit check while streaming, the copy, and telling a client's
+//! failure (body too large, client gone) apart from a server's. Does not own the
 //! `Content-Length` check before reading (see `server`) or where the body
 //! goes (see `routing`).
 
@@ -31,6 +35,8 @@ pub struct UploadState {
     /// client's upload keeps its request alive while it moves, and the
     /// server's response timeout counts from its end.
     last_activity: Mutex<tokio::time::Instant>,
+    /// A copy of the upload made as it passes, when one is wanted.
+    copy: Mutex<Copying>,
 }
 
 impl Default for UploadState {
@@ -38,6 +44,42 @@ impl Default for UploadState {
         UploadState {
             failure: AtomicU8::new(FINE),
             last_activity: Mutex::new(tokio::time::Instant::now()),
+            copy: Mutex::new(Copying::Off),
+        }
+    }
+}
+
+/// A copy of an upload, made frame by frame as it goes to the server, up to
+/// a size: past it the copy is dropped (the upload itself goes on).
+#[derive(Debug, Default, PartialEq, Eq)]
+pub enum Copying {
+    /// No copy wanted.
+    #[default]
+    Off,
+    /// Copying, up to `cap` bytes.
+    Taking { cap: usize, bytes: Vec<u8> },
+    /// The upload passed the cap: no copy.
+    TooLarge,
+    /// The whole upload.
+    Whole(Bytes),
+}
+
+impl Copying {
+    /// A frame went by.
+    pub fn push(&mut self, data: &[u8]) {
+        if let Copying::Taking { cap, bytes } = self {
+            if bytes.len() + data.len() > *cap {
+                *self = Copying::TooLarge;
+            } else {
+                bytes.extend_from_slice(data);
+            }
+        }
+    }
+
+    /// The upload ended: what was copied is all of it.
+    pub fn finish(&mut self) {
+        if let Copying::Taking { bytes, .. } = self {
+            *self = Copying::Whole(Bytes::from(std::mem::take(bytes)));
         }
     }
 }
@@ -77,6 +119,10 @@ impl UploadState {
 
     fn moved(&self) {
         *self.last_activity.lock().unwrap_or_else(|e| e.into_inner()) = tokio::time::Instant::now();
+    }
+
+    fn copying(&self) -> std::sync::MutexGuard<'_, Copying> {
+        self.copy.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
@@ -120,6 +166,13 @@ impl Body for ClientBody {
                         self.state.fail(TOO_LARGE);
                         return Poll::Ready(Some(Err(Box::new(TooLarge(self.limit)))));
                     }
+                    let mut copy = self.state.copying();
+                    copy.push(data);
+                    // The sender may not ask again once the body says it
+                    // has ended.
+                    if self.incoming.is_end_stream() {
+                        copy.finish();
+                    }
                 }
                 Poll::Ready(Some(Ok(frame)))
             }
@@ -129,6 +182,7 @@ impl Body for ClientBody {
             }
             Poll::Ready(None) => {
                 self.state.moved();
+                self.state.copying().finish();
                 Poll::Ready(None)
             }
             Poll::Pending => Poll::Pending,
@@ -172,6 +226,26 @@ impl Upload {
     /// A request that never left hands its body back, for the next server.
     pub(crate) fn give_back(&self, body: ClientBody) {
         *self.slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(body);
+    }
+
+    /// Copies the upload as it goes to the server, up to `cap` bytes (see
+    /// [`Upload::copied`]). Nothing is read for it.
+    pub fn copy_up_to(&self, cap: usize) {
+        let mut copy = self.state.copying();
+        if *copy == Copying::Off {
+            *copy = Copying::Taking {
+                cap,
+                bytes: Vec::new(),
+            };
+        }
+    }
+
+    /// The whole upload, when it was copied to its end within the cap.
+    pub fn copied(&self) -> Option<Bytes> {
+        match &*self.state.copying() {
+            Copying::Whole(bytes) => Some(bytes.clone()),
+            _ => None,
+        }
     }
 
     /// True once a server has taken it.
@@ -241,5 +315,42 @@ impl Body for OutBody {
             }
             OutBody::Client(body) => body.size_hint(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_copy_is_whole_or_nothing() {
+        let mut copy = Copying::Taking {
+            cap: 8,
+            bytes: Vec::new(),
+        };
+        copy.push(b"abcd");
+        copy.push(b"efgh");
+        copy.finish();
+        assert_eq!(copy, Copying::Whole(Bytes::from_static(b"abcdefgh")));
+        // Finished once: a later end changes nothing.
+        copy.finish();
+        copy.push(b"more");
+        assert_eq!(copy, Copying::Whole(Bytes::from_static(b"abcdefgh")));
+
+        let mut copy = Copying::Taking {
+            cap: 8,
+            bytes: Vec::new(),
+        };
+        copy.push(b"abcd");
+        copy.push(b"efghi");
+        assert_eq!(copy, Copying::TooLarge);
+        copy.push(b"j");
+        copy.finish();
+        assert_eq!(copy, Copying::TooLarge, "past the cap, never whole");
+
+        let mut off = Copying::Off;
+        off.push(b"abc");
+        off.finish();
+        assert_eq!(off, Copying::Off);
     }
 }

@@ -63,6 +63,11 @@ pub fn is_success(body: &[u8]) -> bool {
     field(body, "returncode") == Some("SUCCESS")
 }
 
+/// The `createTime` (unix ms) of a create or getMeetingInfo answer.
+pub fn create_time(body: &[u8]) -> Option<u64> {
+    field(body, "createTime")?.parse().ok()
+}
+
 /// The bytes between `<list>` and `</list>`, a direct child of `<response>`.
 /// `Some(empty)` for `<list/>`; `None` when the answer has no such list.
 pub fn list_content<'a>(body: &'a [u8], list: &str) -> Option<&'a [u8]> {
@@ -132,6 +137,9 @@ pub struct MeetingSummary {
     pub listeners: u64,
     pub voice_participants: u64,
     pub videos: u64,
+    /// When this copy of the meeting was created (unix ms): of two servers
+    /// holding one meetingID, the later copy is the meeting.
+    pub create_time: Option<u64>,
 }
 
 /// The meetings of a getMeetings answer: the direct children of each
@@ -170,6 +178,7 @@ pub fn meeting_summaries(body: &[u8]) -> Vec<MeetingSummary> {
                         "listenerCount" => meeting.listeners = number(),
                         "voiceParticipantCount" => meeting.voice_participants = number(),
                         "videoCount" => meeting.videos = number(),
+                        "createTime" => meeting.create_time = text.trim().parse().ok(),
                         _ => {}
                     }
                 }
@@ -263,6 +272,11 @@ mod tests {
         assert_eq!(field(b"<running></running>", "running"), Some(""));
         assert_eq!(field(b"", "running"), None);
         assert_eq!(field(b"<", "running"), None);
+        assert_eq!(
+            create_time(b"<response><createTime>1453283819419</createTime></response>"),
+            Some(1_453_283_819_419)
+        );
+        assert_eq!(create_time(b"<createTime>soon</createTime>"), None);
     }
 
     #[test]
@@ -317,7 +331,7 @@ mod tests {
 
     #[test]
     fn summarises_meetings() {
-        let body = "<response><returncode>SUCCESS</returncode><meetings>\n<meeting><meetingName>n</meetingName><meetingID>a &amp; b</meetingID><participantCount>5</participantCount><listenerCount>2</listenerCount><voiceParticipantCount>1</voiceParticipantCount><videoCount>3</videoCount><attendees><attendee><meetingID>not this</meetingID></attendee></attendees><breakoutRooms><breakout>x</breakout></breakoutRooms></meeting><meeting><meetingID>c</meetingID><participantCount>0</participantCount></meeting></meetings></response>";
+        let body = "<response><returncode>SUCCESS</returncode><meetings>\n<meeting><meetingName>n</meetingName><meetingID>a &amp; b</meetingID><createTime>1700000000123</createTime><participantCount>5</participantCount><listenerCount>2</listenerCount><voiceParticipantCount>1</voiceParticipantCount><videoCount>3</videoCount><attendees><attendee><meetingID>not this</meetingID></attendee></attendees><breakoutRooms><breakout>x</breakout></breakoutRooms></meeting><meeting><meetingID>c</meetingID><participantCount>0</participantCount></meeting></meetings></response>";
         let meetings = meeting_summaries(body.as_bytes());
         assert_eq!(
             meetings,
@@ -327,7 +341,8 @@ mod tests {
                     participants: 5,
                     listeners: 2,
                     voice_participants: 1,
-                    videos: 3
+                    videos: 3,
+                    create_time: Some(1_700_000_000_123),
                 },
                 MeetingSummary {
                     meeting_id: "c".into(),

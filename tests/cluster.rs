@@ -43,6 +43,9 @@ async fn a_server_going_down_and_coming_back() {
             // Were a call to wait for the hanging server, the test client's
             // patience would run out first.
             ("TINYSCALE_RESPONSE_TIMEOUT", "60"),
+            // Its meeting's join answers serverUnavailable instead of
+            // making the meeting again (see tests/recreate.rs).
+            ("TINYSCALE_RECREATE", "off"),
         ],
     )
     .await;
@@ -139,7 +142,13 @@ async fn one_failure_does_not_mark_a_server_down() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn cordoned_servers_drain_and_disabled_servers_answer_unavailable() {
-    let cluster = Cluster::start_with(3, &[("TINYSCALE_POLL_INTERVAL", "0.1")]).await;
+    // No re-creation: the disabled server's meeting stays unavailable, for
+    // joins too (see tests/recreate.rs).
+    let env = [
+        ("TINYSCALE_POLL_INTERVAL", "0.1"),
+        ("TINYSCALE_RECREATE", "off"),
+    ];
+    let cluster = Cluster::start_with(3, &env).await;
     // A meeting already on the server about to drain, and one (placed
     // round-robin: 0, 1, 2) on the server about to be disabled.
     let query = "name=Before&meetingID=draining";

@@ -372,3 +372,75 @@ async fn the_redis_password_is_never_shown_and_check_names_redis() {
         assert!(!text.contains(PASSWORD), "the password shown: {text}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_meeting_whose_server_went_down_is_made_again_once_through_either_instance() {
+    let redis = RedisServer::start();
+    let env = [
+        ("TINYSCALE_POLL_INTERVAL", "0.1"),
+        ("TINYSCALE_POLL_TIMEOUT", "0.5"),
+    ];
+    let pair = Pair::start(3, &redis, &env).await;
+    let sims = &pair.cluster.sims;
+    // Created through instance a; both learn its server from their polls.
+    assert_eq!(pair.create(0, "moving").await.returncode(), Some("SUCCESS"));
+    let holder = pair.holders("moving")[0];
+    let url = sims[holder].url();
+    sims[holder].set_mode(Mode::Refuse);
+    for which in 0..2 {
+        let lb = pair.instance(which);
+        assert!(lb.wait_for_lines(&["server went down", &url], 1).await);
+    }
+    for sim in sims {
+        sim.clear_requests();
+    }
+    // Joins through both at once: one of them makes it again, once.
+    let joins: Vec<_> = (0..20)
+        .map(|n| {
+            let url = pair.url(
+                n % 2,
+                "join",
+                &format!("meetingID=moving&fullName=U{n}&role=VIEWER"),
+            );
+            tokio::spawn(async move { get(&url).await })
+        })
+        .collect();
+    let mut servers = Vec::new();
+    for join in joins {
+        let reply = join.await.unwrap();
+        assert_eq!(reply.status, 302, "{}", reply.body);
+        let location = reply.location().unwrap().to_string();
+        let to = (0..sims.len())
+            .find(|&i| location.starts_with(&format!("{}/", sims[i].url())))
+            .unwrap_or_else(|| panic!("{location}"));
+        servers.push(to);
+    }
+    servers.sort();
+    servers.dedup();
+    assert_eq!(servers.len(), 1, "{servers:?}");
+    let moved_to = servers[0];
+    assert_ne!(moved_to, holder);
+    let creates: usize = sims
+        .iter()
+        .map(|s| s.requests().iter().filter(|r| r.call == "create").count())
+        .sum();
+    assert_eq!(creates, 1, "made again once");
+    // Every instance sends its calls to the new copy.
+    for which in 0..2 {
+        let reply = get(&pair.url(which, "getMeetingInfo", "meetingID=moving")).await;
+        assert_eq!(reply.returncode(), Some("SUCCESS"), "{}", reply.body);
+        let reply = get(&pair.url(which, "join", "meetingID=moving&fullName=Z&role=VIEWER")).await;
+        assert!(
+            reply
+                .location()
+                .unwrap()
+                .starts_with(&format!("{}/", sims[moved_to].url()))
+        );
+    }
+    let asked = sims[moved_to]
+        .requests()
+        .iter()
+        .filter(|r| r.call == "getMeetingInfo" && r.raw_query.contains("moving"))
+        .count();
+    assert!(asked >= 2, "both instances asked the new copy");
+}

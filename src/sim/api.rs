@@ -378,6 +378,17 @@ impl Core {
                 "The meeting ID that you supplied did not match any existing meetings",
             );
         };
+        // bbb-web: a createTime that is not this meeting's (or not a
+        // number) is refused, so that a join link made for an earlier
+        // meeting of the same ID does not lead into this one.
+        if let Some(given) = p.non_empty("createTime")
+            && given.trim().parse::<u64>().ok() != Some(meeting.create_time)
+        {
+            return self.join_error(
+                "mismatchCreateTimeParam",
+                "The createTime parameter submitted mismatches with the current meeting.",
+            );
+        }
         let password = p.get("password");
         let role = p
             .get("role")

@@ -411,6 +411,32 @@ async fn join_of_unknown_meeting_redirects_with_errors() {
 }
 
 #[tokio::test]
+async fn a_join_with_another_create_time_is_refused() {
+    let sim = SimHandle::start(SECRET).await.expect("start");
+    let c = client();
+    let created = api(&sim, &c, "create", "name=T&meetingID=t1").await;
+    let create_time = tag(&created.body, "createTime").expect("createTime");
+    let join = |create_time: String| {
+        let query = format!("meetingID=t1&fullName=Ada&role=MODERATOR&createTime={create_time}");
+        let (sim, c) = (&sim, &c);
+        async move {
+            api(sim, c, "join", &query)
+                .await
+                .location
+                .expect("location")
+        }
+    };
+    let ok = join(create_time.clone()).await;
+    assert!(ok.contains("/html5client/join?sessionToken="), "{ok}");
+    for other in [format!("{create_time}1"), "yesterday".into()] {
+        let refused = join(other).await;
+        assert!(refused.starts_with(&format!("{}/logout?errors=", sim.url())));
+        assert!(refused.contains("mismatchCreateTimeParam"), "{refused}");
+    }
+    sim.stop().await;
+}
+
+#[tokio::test]
 async fn chat_and_documents_need_the_meeting() {
     let sim = SimHandle::start(SECRET).await.expect("start");
     let c = client();

@@ -51,10 +51,13 @@ const VANISH_RATE: f64 = 5.0;
 const DOWN_AT: f64 = 20.0;
 const UP_AT: f64 = 45.0;
 /// tinyscale's settings that differ from the defaults: polls every 2 s with
-/// a 1 s timeout, so that it sees a server go and come within seconds.
+/// a 1 s timeout, so that it sees a server go and come within seconds; and
+/// no re-creation of the flapping server's meetings, whose calls the tally
+/// expects to answer `serverUnavailable` while it is down.
 const TINYSCALE_ENV: &[(&str, &str)] = &[
     ("TINYSCALE_POLL_INTERVAL", "2"),
     ("TINYSCALE_POLL_TIMEOUT", "1"),
+    ("TINYSCALE_RECREATE", "off"),
 ];
 
 /// Locks a mutex; a task that panicked while holding it leaves counts that
