@@ -286,14 +286,16 @@ impl Router {
     /// (`duplicateWarning`, the same copy) leaves the call that made it;
     /// one that made a new copy replaces the kept call.
     async fn keep(&self, request: &ApiRequest, meeting_id: &str, answer: &[u8]) {
-        if !self.state.recreates() {
+        // The meeting was there already: the call that made it stays kept
+        // (and a create of a known meeting costs no lookup).
+        if !self.state.recreates() || xml::field(answer, "messageKey") == Some("duplicateWarning") {
             return;
         }
         let call = KeptCreate::of(request, answer);
         let call = match self.state.kept_create(meeting_id).await {
             Some(earlier) => {
-                let duplicate = xml::field(answer, "messageKey") == Some("duplicateWarning")
-                    || (call.create_time.is_some() && call.create_time == earlier.create_time);
+                let duplicate =
+                    call.create_time.is_some() && call.create_time == earlier.create_time;
                 if duplicate {
                     return;
                 }
