@@ -56,6 +56,15 @@ async fn breakout_rooms_land_on_their_parents_server() {
         cluster.assert_join_goes_to(&expected, home).await;
     }
 
+    // The parent named by its internal ID (as bbb-web also finds it).
+    let given = format!("{}-1700000000009", "ab".repeat(20));
+    let reply = cluster
+        .call("create", &breakout_query(&parent_internal, &given, 9))
+        .await;
+    assert_eq!(reply.returncode(), Some("SUCCESS"), "{}", reply.body);
+    let breakout = reply.field("meetingID").expect("meetingID").to_string();
+    assert_eq!(cluster.holder(&breakout), Some(home));
+
     // A create of a meeting that is not a breakout is still placed anew.
     let other = cluster.create("not-a-breakout").await;
     assert_ne!(other, home, "round-robin moved on");

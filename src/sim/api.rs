@@ -374,7 +374,7 @@ impl Core {
             ));
         };
         let state = lock(&self.state);
-        let Some(parent) = state.meetings.iter().find(|m| m.meeting_id == parent) else {
+        let Some(parent) = state.meeting(parent) else {
             return Err(Reply::failed(
                 "parentMeetingDoesNotExist",
                 "No parent meeting exists for the breakout room",

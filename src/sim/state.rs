@@ -124,6 +124,11 @@ impl Meeting {
         user_id
     }
 
+    /// Is `id` this meeting's internal ID or its meetingID?
+    pub fn names(&self, id: &str) -> bool {
+        self.internal_id == id || self.meeting_id == id
+    }
+
     pub fn listener_count(&self) -> usize {
         self.attendees
             .iter()
@@ -235,14 +240,15 @@ impl RecordingFilter<'_> {
 }
 
 impl State {
+    /// The meeting a call names: by its internal ID or its meetingID, as
+    /// bbb-web's `ServiceUtils.findMeetingFromMeetingID` finds it (a
+    /// breakout's parent is often named by its internal ID).
     pub fn meeting(&self, meeting_id: &str) -> Option<&Meeting> {
-        self.meetings.iter().find(|m| m.meeting_id == meeting_id)
+        self.meetings.iter().find(|m| m.names(meeting_id))
     }
 
     pub fn meeting_mut(&mut self, meeting_id: &str) -> Option<&mut Meeting> {
-        self.meetings
-            .iter_mut()
-            .find(|m| m.meeting_id == meeting_id)
+        self.meetings.iter_mut().find(|m| m.names(meeting_id))
     }
 
     /// A breakout's external meetingID as bbb-web (ParamsProcessorUtil)
