@@ -23,6 +23,8 @@ pub enum Call {
     GetMeetingInfo,
     End,
     GetMeetings,
+    /// BBB 3.0: the users' sessions on a server; no parameters.
+    GetSessions,
     InsertDocument,
     SendChatMessage,
     GetRecordings,
@@ -42,6 +44,7 @@ impl Call {
             "getMeetingInfo" => Call::GetMeetingInfo,
             "end" => Call::End,
             "getMeetings" => Call::GetMeetings,
+            "getSessions" => Call::GetSessions,
             "insertDocument" => Call::InsertDocument,
             "sendChatMessage" => Call::SendChatMessage,
             "getRecordings" => Call::GetRecordings,
@@ -62,6 +65,7 @@ impl Call {
             Call::GetMeetingInfo => "getMeetingInfo",
             Call::End => "end",
             Call::GetMeetings => "getMeetings",
+            Call::GetSessions => "getSessions",
             Call::InsertDocument => "insertDocument",
             Call::SendChatMessage => "sendChatMessage",
             Call::GetRecordings => "getRecordings",
@@ -95,7 +99,9 @@ impl Call {
 /// What the path asks for.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Target<'a> {
-    /// `/`, `/bigbluebutton/api`, `/bigbluebutton/api/`.
+    /// `/`, `/bigbluebutton/`, `/bigbluebutton/api`, `/bigbluebutton/api/`
+    /// (bbb-web maps `/bigbluebutton/` to the same index: clients given
+    /// the base URL check it is alive that way).
     Root,
     Api(Call),
     /// A call name BBB has but tinyscale does not route (or none at all).
@@ -106,7 +112,7 @@ pub enum Target<'a> {
 
 pub fn target(path: &str) -> Target<'_> {
     match path {
-        "/" | "/bigbluebutton/api" | "/bigbluebutton/api/" => Target::Root,
+        "/" | "/bigbluebutton/" | "/bigbluebutton/api" | "/bigbluebutton/api/" => Target::Root,
         _ => match path.strip_prefix("/bigbluebutton/api/") {
             Some(name) => Call::from_name(name).map_or(Target::Unsupported(name), Target::Api),
             None => Target::Other,
@@ -448,6 +454,12 @@ mod tests {
     fn targets() {
         assert_eq!(target("/"), Target::Root);
         assert_eq!(target("/bigbluebutton/api/"), Target::Root);
+        assert_eq!(target("/bigbluebutton/"), Target::Root);
+        assert_eq!(target("/bigbluebutton"), Target::Other);
+        assert_eq!(
+            target("/bigbluebutton/api/getSessions"),
+            Target::Api(Call::GetSessions)
+        );
         assert_eq!(
             target("/bigbluebutton/api/create"),
             Target::Api(Call::Create)

@@ -38,6 +38,12 @@ pub enum ApiError {
     /// getRecordingTextTracks/putRecordingTextTrack of a recordID no server has.
     #[error("No recording found for {0}")]
     NoRecording(String),
+    /// A breakout room's create without its parent (bbb-web's words).
+    #[error("No parent meeting ID was provided for the breakout room")]
+    ParentMeetingIdMissing,
+    /// A breakout room whose parent no server holds (bbb-web's words).
+    #[error("No parent meeting exists for the breakout room")]
+    ParentMeetingDoesNotExist,
     #[error("This request is not supported.")]
     Unsupported,
     #[error("The server for this meeting is disabled/offline.")]
@@ -64,6 +70,8 @@ impl ApiError {
             ApiError::ChatMeetingNotFound => "meetingNotFound",
             ApiError::InvalidMeetingIdentifier => "invalidMeetingIdentifier",
             ApiError::NoRecording(_) => "noRecordings",
+            ApiError::ParentMeetingIdMissing => "parentMeetingIDMissing",
+            ApiError::ParentMeetingDoesNotExist => "parentMeetingDoesNotExist",
             ApiError::Unsupported => "unsupportedRequest",
             ApiError::ServerUnavailable => "serverUnavailable",
             ApiError::BodyTooLarge { .. } | ApiError::Internal(_) => "internalError",
@@ -125,6 +133,12 @@ pub fn not_running() -> Response<Body> {
 
 pub fn no_meetings() -> String {
     "<response><returncode>SUCCESS</returncode><meetings/><messageKey>noMeetings</messageKey><message>no meetings were found on this server</message></response>".to_string()
+}
+
+/// bbb-web's getSessions with no sessions; "serverr" is bbb-web's own
+/// spelling (ApiController.groovy), kept so clients matching it still do.
+pub fn no_sessions() -> String {
+    "<response><returncode>SUCCESS</returncode><sessions/><messageKey>noSessions</messageKey><message>no sessions were found on this serverr</message></response>".to_string()
 }
 
 pub fn no_recordings() -> String {

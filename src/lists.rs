@@ -1,4 +1,4 @@
-//! Merged lists: `getMeetings` and `getRecordings` asked of every server,
+//! Merged lists: `getMeetings`, `getRecordings` and `getSessions` asked of every server,
 //! the answers merged into one list that streams to the client as the
 //! servers answer.
 //!
@@ -38,6 +38,8 @@ use std::task::{Context, Poll};
 pub enum List {
     Meetings,
     Recordings,
+    /// getSessions (BBB 3.0): `<meeting>` elements inside `<sessions>`.
+    Sessions,
 }
 
 impl List {
@@ -45,6 +47,7 @@ impl List {
         match self {
             List::Meetings => "meetings",
             List::Recordings => "recordings",
+            List::Sessions => "sessions",
         }
     }
 
@@ -53,6 +56,7 @@ impl List {
         match self {
             List::Meetings => errors::no_meetings(),
             List::Recordings => errors::no_recordings(),
+            List::Sessions => errors::no_sessions(),
         }
     }
 
@@ -60,6 +64,7 @@ impl List {
         match self {
             List::Meetings => "noMeetings",
             List::Recordings => "noRecordings",
+            List::Sessions => "noSessions",
         }
     }
 }

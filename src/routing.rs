@@ -125,6 +125,7 @@ impl Router {
             | Call::SendChatMessage => self.meeting_call(&request).await,
             Call::GetMeetings => Ok(self.merged_list(&request, List::Meetings)),
             Call::GetRecordings => Ok(self.merged_list(&request, List::Recordings)),
+            Call::GetSessions => Ok(self.merged_list(&request, List::Sessions)),
             Call::PublishRecordings | Call::DeleteRecordings | Call::UpdateRecordings => {
                 self.recordings_change(&request).await
             }
@@ -201,6 +202,9 @@ impl Router {
 
     async fn create(&self, request: &ApiRequest) -> Result<Outcome, ApiError> {
         let meeting_id = request.meeting_id().ok_or(ApiError::MissingMeetingId)?;
+        if is_breakout(request) {
+            return self.create_breakout(request, meeting_id).await;
+        }
         let mut placing = self.state.lock_create(meeting_id).await;
         if self.state.recreates()
             && let Some(upload) = &request.upload
@@ -245,6 +249,38 @@ impl Router {
                 .remember_copy(meeting_id, &server, create_time)
                 .await;
             self.keep(request, meeting_id, &answer.body).await;
+        }
+        Ok(Outcome::answer(answer, &server))
+    }
+
+    /// A breakout room goes to its parent's server: bbb-web looks the
+    /// parent up among its own meetings and refuses it anywhere else. Its
+    /// answer names the breakout by the meetingID bbb-web rewrote it to,
+    /// which later calls use, so that one is remembered. Not kept for
+    /// re-creation: a breakout cannot outlive its parent's server.
+    async fn create_breakout(
+        &self,
+        request: &ApiRequest,
+        meeting_id: &str,
+    ) -> Result<Outcome, ApiError> {
+        let parent = request
+            .param("parentMeetingID")
+            .filter(|id| !id.is_empty())
+            .ok_or(ApiError::ParentMeetingIdMissing)?;
+        let server = match self.locate(&parent, true).await? {
+            Located::At(server) => server,
+            Located::Nowhere => return Err(ApiError::ParentMeetingDoesNotExist),
+        };
+        let answer = self
+            .forward(request, &server, None)
+            .await
+            .map_err(|e| Self::unreachable(&server, &e))?;
+        if xml::is_success(&answer.body) {
+            let id = xml::field(&answer.body, "meetingID")
+                .filter(|id| !id.is_empty())
+                .unwrap_or(meeting_id);
+            let create_time = xml::create_time(&answer.body);
+            self.state.remember_copy(id, &server, create_time).await;
         }
         Ok(Outcome::answer(answer, &server))
     }
@@ -739,4 +775,12 @@ fn unknown_meeting(call: Call) -> Outcome {
         Call::SendChatMessage => Outcome::local(ApiError::ChatMeetingNotFound, false),
         _ => Outcome::local(ApiError::MeetingNotFound, false),
     }
+}
+
+/// A create of a breakout room: `isBreakout` is `true` as Java's
+/// `Boolean.parseBoolean` reads it (any case).
+fn is_breakout(request: &ApiRequest) -> bool {
+    request
+        .param("isBreakout")
+        .is_some_and(|v| v.eq_ignore_ascii_case("true"))
 }

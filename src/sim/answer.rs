@@ -145,6 +145,33 @@ pub(super) fn meetings(list: &[Meeting]) -> String {
     doc.finish()
 }
 
+/// getSessions (BBB 3.0): one `<meeting>` per user in a meeting, with the
+/// meeting's internal ID (as bbb-web's `get-sessions.ftlx` writes it).
+pub(super) fn sessions(list: &[Meeting]) -> String {
+    let mut doc = Doc::response("SUCCESS");
+    let users: Vec<_> = list
+        .iter()
+        .flat_map(|m| m.attendees.iter().map(move |a| (m, a)))
+        .collect();
+    if users.is_empty() {
+        doc.empty("sessions")
+            .text("messageKey", "noSessions")
+            // sic: bbb-web's ApiController spells it so.
+            .text("message", "no sessions were found on this serverr");
+        return doc.finish();
+    }
+    doc.open("sessions");
+    for (m, a) in users {
+        doc.open("meeting");
+        doc.text("meetingID", &m.internal_id)
+            .text("meetingName", &m.name)
+            .text("userName", &a.full_name);
+        doc.close("meeting");
+    }
+    doc.close("sessions");
+    doc.finish()
+}
+
 fn meeting_fields(doc: &mut Doc, m: &Meeting) {
     doc.text("meetingName", &m.name)
         .text("meetingID", &m.meeting_id)

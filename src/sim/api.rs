@@ -99,6 +99,8 @@ fn route(path: &str) -> Route<'_> {
             None => Route::NotFound,
         },
         None => match path {
+            // bbb-web maps `/bigbluebutton/` to the API index too.
+            "/bigbluebutton/" => Route::ApiIndex,
             "/html5client/join" => Route::Html5Join,
             "/logout" => Route::Logout,
             _ => Route::NotFound,
@@ -297,6 +299,7 @@ impl Core {
             Call::GetMeetingInfo => self.get_meeting_info(p),
             Call::End => self.end(p),
             Call::GetMeetings => Reply::xml(answer::meetings(&lock(&self.state).meetings)),
+            Call::GetSessions => Reply::xml(answer::sessions(&lock(&self.state).meetings)),
             Call::InsertDocument => self.insert_document(p),
             Call::SendChatMessage => self.send_chat_message(p),
             Call::GetRecordings => self.get_recordings(p),
@@ -315,8 +318,13 @@ impl Core {
         let Some(name) = p.non_empty("name") else {
             return Reply::failed("missingParamName", "You must provide a meeting name");
         };
+        let (meeting_id, internal_id) = match self.breakout(p, meeting_id) {
+            Ok(ids) => ids,
+            Err(reply) => return reply,
+        };
         let spec = MeetingSpec {
-            meeting_id: meeting_id.to_string(),
+            meeting_id,
+            internal_id,
             name: name.to_string(),
             attendee_pw: p.non_empty("attendeePW").map(str::to_string),
             moderator_pw: p.non_empty("moderatorPW").map(str::to_string),
@@ -346,6 +354,41 @@ impl Core {
                 "A meeting already exists with that meeting ID.  Please use a different meeting ID.",
             ),
         }
+    }
+
+    /// The IDs a create makes: for a breakout (`isBreakout=true`), bbb-web
+    /// needs its parent among its own meetings, keeps the meetingID given as
+    /// the internal ID and rewrites the external one; a breakout without a
+    /// `sequence` is an HTTP 500 there.
+    fn breakout(&self, p: &Params, meeting_id: &str) -> Result<(String, Option<String>), Reply> {
+        if !p
+            .get("isBreakout")
+            .is_some_and(|v| v.eq_ignore_ascii_case("true"))
+        {
+            return Ok((meeting_id.to_string(), None));
+        }
+        let Some(parent) = p.non_empty("parentMeetingID") else {
+            return Err(Reply::failed(
+                "parentMeetingIDMissing",
+                "No parent meeting ID was provided for the breakout room",
+            ));
+        };
+        let state = lock(&self.state);
+        let Some(parent) = state.meeting(parent) else {
+            return Err(Reply::failed(
+                "parentMeetingDoesNotExist",
+                "No parent meeting exists for the breakout room",
+            ));
+        };
+        let Some(sequence) = p.non_empty("sequence") else {
+            return Err(Reply::page(
+                500,
+                "text/html;charset=utf-8",
+                "<!DOCTYPE html><html><body><p>Internal Server Error</p></body></html>".to_string(),
+            ));
+        };
+        let external = State::breakout_id(&parent.internal_id, meeting_id, sequence);
+        Ok((external, Some(meeting_id.to_string())))
     }
 
     /// bbb-web answers a join error by sending the browser to its default
@@ -701,6 +744,7 @@ mod tests {
     fn routes() {
         assert!(matches!(route("/bigbluebutton/api"), Route::ApiIndex));
         assert!(matches!(route("/bigbluebutton/api/"), Route::ApiIndex));
+        assert!(matches!(route("/bigbluebutton/"), Route::ApiIndex));
         assert!(matches!(
             route("/bigbluebutton/api/create"),
             Route::Api("create", Some(Call::Create))

@@ -124,6 +124,11 @@ impl Meeting {
         user_id
     }
 
+    /// Is `id` this meeting's internal ID or its meetingID?
+    pub fn names(&self, id: &str) -> bool {
+        self.internal_id == id || self.meeting_id == id
+    }
+
     pub fn listener_count(&self) -> usize {
         self.attendees
             .iter()
@@ -162,6 +167,9 @@ pub(super) struct MeetingSpec {
     pub logout_url: String,
     pub metadata: BTreeMap<String, String>,
     pub with_document: bool,
+    /// A breakout's internal ID: the meetingID it was created with (bbb-web
+    /// keeps it as is and rewrites the external one). None: derived.
+    pub internal_id: Option<String>,
 }
 
 /// What a create did.
@@ -232,14 +240,24 @@ impl RecordingFilter<'_> {
 }
 
 impl State {
+    /// The meeting a call names: by its internal ID or its meetingID, as
+    /// bbb-web's `ServiceUtils.findMeetingFromMeetingID` finds it (a
+    /// breakout's parent is often named by its internal ID).
     pub fn meeting(&self, meeting_id: &str) -> Option<&Meeting> {
-        self.meetings.iter().find(|m| m.meeting_id == meeting_id)
+        self.meetings.iter().find(|m| m.names(meeting_id))
     }
 
     pub fn meeting_mut(&mut self, meeting_id: &str) -> Option<&mut Meeting> {
-        self.meetings
-            .iter_mut()
-            .find(|m| m.meeting_id == meeting_id)
+        self.meetings.iter_mut().find(|m| m.names(meeting_id))
+    }
+
+    /// A breakout's external meetingID as bbb-web (ParamsProcessorUtil)
+    /// rewrites it: `sha1(<parent internal ID>-<time>-<sequence>)-<time>`,
+    /// where `<time>` is what follows the first `-` of the meetingID given.
+    pub fn breakout_id(parent_internal_id: &str, given: &str, sequence: &str) -> String {
+        let time = given.split_once('-').map_or("", |(_, after)| after);
+        let hash = Sha1::digest(format!("{parent_internal_id}-{time}-{sequence}").as_bytes());
+        format!("{}-{time}", hex::encode(hash))
     }
 
     /// Creates a meeting, or applies bbb-web's rule for an existing one:
@@ -264,10 +282,12 @@ impl State {
             };
         }
         let create_time = now_millis();
-        let internal_id = format!(
-            "{}-{create_time}",
-            hex::encode(Sha1::digest(spec.meeting_id.as_bytes()))
-        );
+        let internal_id = spec.internal_id.unwrap_or_else(|| {
+            format!(
+                "{}-{create_time}",
+                hex::encode(Sha1::digest(spec.meeting_id.as_bytes()))
+            )
+        });
         let meeting = Meeting {
             name: spec.name,
             meeting_id: spec.meeting_id,
