@@ -507,6 +507,9 @@ pub struct ServerSpec {
     pub state: ServerState,
     /// Relative capacity, for least-loaded placement.
     pub weight: f64,
+    /// What create's `meta_server-tag` can ask for (see `placement`); none:
+    /// the server is in the default pool.
+    pub tags: Vec<String>,
     /// `{base}/bigbluebutton/api/`, made once: every forwarded call starts
     /// with it.
     api_root: String,
@@ -520,6 +523,7 @@ impl std::fmt::Debug for ServerSpec {
             checksum,
             state,
             weight,
+            tags,
             api_root: _,
         } = self;
         f.debug_struct("ServerSpec")
@@ -528,6 +532,7 @@ impl std::fmt::Debug for ServerSpec {
             .field("checksum", checksum)
             .field("state", state)
             .field("weight", weight)
+            .field("tags", tags)
             .finish_non_exhaustive()
     }
 }
@@ -547,6 +552,7 @@ impl ServerSpec {
             checksum,
             state: ServerState::Enabled,
             weight: 1.0,
+            tags: Vec::new(),
         }
     }
 
@@ -566,6 +572,7 @@ struct RawServer {
     checksum: Option<String>,
     state: Option<String>,
     weight: Option<f64>,
+    tags: Option<Vec<String>>,
 }
 
 /// Reads and validates a servers file.
@@ -642,6 +649,10 @@ pub fn parse_servers(text: &str, file: &str) -> Result<Vec<ServerSpec>, ConfigEr
                 "server #{n} ({host}): \"weight\" must be a number above 0, not {weight}"
             )));
         }
+        let tags = raw.tags.unwrap_or_default();
+        if let Some(why) = tags.iter().find_map(|t| bad_tag(t, &tags)) {
+            return Err(fail(format!("server #{n} ({host}): \"tags\": {why}")));
+        }
         if let Some(first) = servers.iter().position(|s| s.base == base) {
             return Err(fail(format!(
                 "server #{n} ({host}) is the same server as #{}",
@@ -651,10 +662,34 @@ pub fn parse_servers(text: &str, file: &str) -> Result<Vec<ServerSpec>, ConfigEr
         servers.push(ServerSpec {
             state,
             weight,
+            tags,
             ..ServerSpec::new(base, secret, checksum)
         });
     }
     Ok(servers)
+}
+
+/// Why a server's tag cannot be used, if it cannot: create's
+/// `meta_server-tag` could never ask for it, or it would mean something
+/// else there.
+fn bad_tag(tag: &str, all: &[String]) -> Option<String> {
+    if tag.trim().is_empty() {
+        Some("a tag is empty".into())
+    } else if tag.trim() != tag {
+        Some(format!("{tag:?} starts or ends with a space"))
+    } else if tag.contains([',', ';']) || tag.ends_with('!') {
+        Some(format!(
+            "{tag:?}: a tag cannot contain , or ; nor end in ! (they separate tags and mark them required in meta_server-tag)"
+        ))
+    } else if tag == crate::placement::UNTAGGED {
+        Some(format!(
+            "{tag:?} is reserved: in meta_server-tag it means the servers without tags"
+        ))
+    } else if all.iter().filter(|t| *t == tag).count() > 1 {
+        Some(format!("{tag:?} is listed twice"))
+    } else {
+        None
+    }
 }
 
 /// Turns `https://bbb.example.org`, `https://bbb.example.org/` and
@@ -935,6 +970,15 @@ mod tests {
             (ServerState::Cordoned, 2.5)
         );
         assert_eq!(drained[1].state, ServerState::Disabled);
+        assert!(drained[0].tags.is_empty());
+        let tagged = parse_servers(
+            r#"[{"host":"https://a","secret":"x","tags":["large","eu"]},
+                {"host":"https://b","secret":"y","tags":[]}]"#,
+            "servers.json",
+        )
+        .unwrap();
+        assert_eq!(tagged[0].tags, ["large", "eu"]);
+        assert!(tagged[1].tags.is_empty());
 
         let cases = [
             ("not json", "is not valid JSON"),
@@ -972,6 +1016,34 @@ mod tests {
             (
                 r#"[{"host":"https://a","secret":"x","weight":"big"}]"#,
                 "server #1",
+            ),
+            (
+                r#"[{"host":"https://a","secret":"x","tags":"large"}]"#,
+                "server #1",
+            ),
+            (
+                r#"[{"host":"https://a","secret":"x","tags":[""]}]"#,
+                "\"tags\": a tag is empty",
+            ),
+            (
+                r#"[{"host":"https://a","secret":"x","tags":[" eu"]}]"#,
+                "starts or ends with a space",
+            ),
+            (
+                r#"[{"host":"https://a","secret":"x","tags":["a,b"]}]"#,
+                "cannot contain , or ;",
+            ),
+            (
+                r#"[{"host":"https://a","secret":"x","tags":["big!"]}]"#,
+                "nor end in !",
+            ),
+            (
+                r#"[{"host":"https://a","secret":"x","tags":["none"]}]"#,
+                "\"none\" is reserved",
+            ),
+            (
+                r#"[{"host":"https://a","secret":"x","tags":["eu","eu"]}]"#,
+                "\"eu\" is listed twice",
             ),
             (
                 r#"[{"host":"https://a","secret":""}]"#,

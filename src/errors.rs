@@ -48,6 +48,11 @@ pub enum ApiError {
     Unsupported,
     #[error("The server for this meeting is disabled/offline.")]
     ServerUnavailable,
+    /// create whose `meta_server-tag` requires (`!`) tags no available
+    /// server carries. Not bbb-web's (it has no tags): Scalelite's key and
+    /// message, which Greenlight 3 recognises.
+    #[error("There is no available server with the required tag={0}.")]
+    ServerTagUnavailable(String),
     /// BBB has no key for this (nginx in front of it answers 413); an
     /// invented key would break clients, so it is an internalError, with
     /// HTTP 413 as nginx would give. The connection is closed after it: the
@@ -74,6 +79,7 @@ impl ApiError {
             ApiError::ParentMeetingDoesNotExist => "parentMeetingDoesNotExist",
             ApiError::Unsupported => "unsupportedRequest",
             ApiError::ServerUnavailable => "serverUnavailable",
+            ApiError::ServerTagUnavailable(_) => "serverTagUnavailable",
             ApiError::BodyTooLarge { .. } | ApiError::Internal(_) => "internalError",
         }
     }

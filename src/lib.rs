@@ -11,7 +11,8 @@
 //! - [`state`]: servers and health, meeting → server, creates in flight;
 //! - [`meetings`]: the meeting → server map, indexed by server too;
 //! - [`shared`]: what several instances share through Redis (optional);
-//! - [`placement`]: round-robin / least-loaded choice of a new meeting's server (pure);
+//! - [`placement`]: round-robin / least-loaded choice of a new meeting's server,
+//!   and the pool its `meta_server-tag` allows (pure);
 //! - [`recreate`]: a meeting made again elsewhere when its server is gone (kept create calls);
 //! - [`backend`]: the pooled HTTP(S) client to the BBB servers; a large
 //!   answer streams through;

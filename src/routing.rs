@@ -2,7 +2,8 @@
 //!
 //! - meeting calls go to the server that holds the meeting (remembered, or
 //!   found by asking every server `getMeetingInfo` at once);
-//! - `create` of a new meeting goes to the next server round-robin, once per
+//! - `create` of a new meeting goes to the next server round-robin (or the
+//!   least loaded) among those its `meta_server-tag` allows, once per
 //!   meetingID however many creates arrive together;
 //! - `join` becomes a 302 to the owner's own signed join URL; a meeting
 //!   whose server is down, disabled or removed is first made again on a
@@ -21,6 +22,7 @@ use crate::fanout;
 use crate::health;
 use crate::lists::{Ask, List, MergedList, Sending};
 use crate::metrics::Metrics;
+use crate::placement::{NoServerWithTag, ServerTag};
 use crate::recreate::{self, KeptCreate};
 use crate::state::{Server, State};
 use crate::xml;
@@ -29,6 +31,10 @@ use hyper::{Response, StatusCode};
 use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Duration;
+
+/// create's parameter choosing among tagged servers (Scalelite's, sent by
+/// Greenlight 3).
+pub const SERVER_TAG: &str = "meta_server-tag";
 
 /// How long a server's word that it holds a meeting is trusted before a
 /// `join` or `create` asks it again. Short, so that a meeting that ended and
@@ -287,8 +293,15 @@ impl Router {
 
     /// Sends a create of a new meeting to the best server that takes new
     /// meetings, or the next one when that one cannot be reached.
+    /// Only the servers its `meta_server-tag` allows are tried (see
+    /// `placement`); the parameter itself goes to the server unchanged.
     async fn place(&self, request: &ApiRequest) -> Result<(Answer, Arc<Server>), ApiError> {
-        let candidates = self.state.placement_order().await;
+        let asked = ServerTag::parse(request.param(SERVER_TAG).as_deref());
+        let candidates = self
+            .state
+            .placement_order(&asked)
+            .await
+            .map_err(|NoServerWithTag| ApiError::ServerTagUnavailable(asked.shown()))?;
         for (attempt, server) in candidates.iter().enumerate() {
             if attempt > 0 {
                 self.state.reserve(server).await;

@@ -338,9 +338,14 @@ impl Redis {
         let _: Option<i64> = self.run(invocation.invoke_async(&mut connection)).await;
     }
 
-    /// The next round-robin position, the same sequence for every instance.
-    pub async fn next_turn(&self) -> Option<usize> {
-        let key = format!("{}turn", self.prefix);
+    /// The next round-robin position of a pool (`pool` is its key, empty
+    /// for every available server), the same sequence for every instance.
+    pub async fn next_turn(&self, pool: &str) -> Option<usize> {
+        let key = if pool.is_empty() {
+            format!("{}turn", self.prefix)
+        } else {
+            format!("{}turn:{pool}", self.prefix)
+        };
         let mut connection = self.manager.clone();
         let (turn, _): (u64, i64) = self
             .run(

@@ -13,11 +13,10 @@
 use crate::config::{ServerSpec, ServerState, Strategy};
 use crate::health::{Health, Transition};
 use crate::meetings::Meetings;
-use crate::placement::{self, Candidate};
+use crate::placement::{self, Candidate, NoServerWithTag, ServerTag};
 use crate::recreate::{self, KeptCreate, StaleCopies};
 use crate::shared::{self, Redis};
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
@@ -157,9 +156,9 @@ pub struct State {
     meetings: Mutex<Meetings>,
     creates: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     // Choosing a server and reserving load on it is one step, so a burst of
-    // creates sees each other's reservations.
-    placing: Mutex<()>,
-    next: AtomicUsize,
+    // creates sees each other's reservations. Holds the round-robin
+    // position of each pool (see [`pool_key`]).
+    placing: Mutex<HashMap<String, usize>>,
     health_policy: HealthPolicy,
     placement: PlacementPolicy,
     /// Whether a join re-creates a meeting whose server is unavailable
@@ -184,8 +183,7 @@ impl State {
             cluster: RwLock::new(Arc::new(Cluster::default())),
             meetings: Mutex::new(Meetings::default()),
             creates: Mutex::new(HashMap::new()),
-            placing: Mutex::new(()),
-            next: AtomicUsize::new(0),
+            placing: Mutex::new(HashMap::new()),
             health_policy,
             placement,
             recreate: true,
@@ -550,19 +548,18 @@ impl State {
     }
 
     /// The servers a new meeting should try, best first, with load reserved
-    /// on the first. Only enabled servers that are up are candidates.
-    pub async fn placement_order(&self) -> Vec<Arc<Server>> {
-        if let Some(order) = self.shared_placement_order().await {
-            return order;
+    /// on the first. Only enabled servers that are up are candidates, and of
+    /// those only the pool `asked` allows (see [`placement::tag_pool`]).
+    pub async fn placement_order(
+        &self,
+        asked: &ServerTag,
+    ) -> Result<Vec<Arc<Server>>, NoServerWithTag> {
+        let (pool, key) = self.pool(asked)?;
+        if let Some(order) = self.shared_placement_order(&pool, &key).await {
+            return Ok(order);
         }
-        let cluster = self.cluster();
-        let _placing = lock(&self.placing);
-        let eligible: Vec<&Arc<Server>> = cluster
-            .list
-            .iter()
-            .filter(|s| s.takes_new_meetings())
-            .collect();
-        let candidates: Vec<Candidate> = eligible
+        let mut turns = lock(&self.placing);
+        let candidates: Vec<Candidate> = pool
             .iter()
             .map(|s| {
                 let health = s.health();
@@ -575,38 +572,55 @@ impl State {
         let order = match self.placement.strategy {
             Strategy::RoundRobin if candidates.is_empty() => Vec::new(),
             Strategy::RoundRobin => {
-                placement::round_robin(candidates.len(), self.next.fetch_add(1, Ordering::Relaxed))
+                let turn = turns.entry(key).or_default();
+                let position = *turn;
+                *turn = position.wrapping_add(1);
+                placement::round_robin(candidates.len(), position)
             }
             Strategy::LeastLoaded => placement::least_loaded(&candidates),
         };
-        let ordered: Vec<Arc<Server>> = order.into_iter().map(|i| eligible[i].clone()).collect();
+        let ordered: Vec<Arc<Server>> = order.into_iter().map(|i| pool[i].clone()).collect();
         if let Some(first) = ordered.first() {
             first.health().reserve();
         }
-        ordered
+        Ok(ordered)
+    }
+
+    /// The servers a new meeting may go to now, and its pool's key.
+    fn pool(&self, asked: &ServerTag) -> Result<(Vec<Arc<Server>>, String), NoServerWithTag> {
+        let cluster = self.cluster();
+        let available: Vec<&Arc<Server>> = cluster
+            .list
+            .iter()
+            .filter(|s| s.takes_new_meetings())
+            .collect();
+        let tags: Vec<&[String]> = available.iter().map(|s| &s.spec.tags[..]).collect();
+        let chosen = placement::tag_pool(asked, &tags)?;
+        let key = pool_key(&available, &chosen);
+        Ok((
+            chosen.into_iter().map(|i| available[i].clone()).collect(),
+            key,
+        ))
     }
 
     /// The placement of every instance as one, through Redis: the shared
-    /// round-robin turn, or the least-loaded choice with every instance's
-    /// reservations. `None` without Redis (or while it is down).
-    async fn shared_placement_order(&self) -> Option<Vec<Arc<Server>>> {
+    /// round-robin turn of the pool, or the least-loaded choice with every
+    /// instance's reservations. `None` without Redis (or while it is down).
+    async fn shared_placement_order(
+        &self,
+        eligible: &[Arc<Server>],
+        key: &str,
+    ) -> Option<Vec<Arc<Server>>> {
         let redis = self.shared.as_ref()?;
         if !redis.is_up() {
             return None;
         }
-        let cluster = self.cluster();
-        let eligible: Vec<Arc<Server>> = cluster
-            .list
-            .iter()
-            .filter(|s| s.takes_new_meetings())
-            .cloned()
-            .collect();
         if eligible.is_empty() {
             return Some(Vec::new());
         }
         let order = match self.placement.strategy {
             Strategy::RoundRobin => {
-                placement::round_robin(eligible.len(), redis.next_turn().await?)
+                placement::round_robin(eligible.len(), redis.next_turn(key).await?)
             }
             Strategy::LeastLoaded => {
                 let polled: Vec<(u64, f64)> = eligible
@@ -675,6 +689,17 @@ impl State {
     pub fn creates_in_flight(&self) -> usize {
         self.creates_map().len()
     }
+}
+
+/// Which round-robin turn a pool takes: each pool rotates on its own, so
+/// that creates for other pools in between do not skip its servers. Empty
+/// for the pool of every available server (every pool without tags).
+fn pool_key(available: &[&Arc<Server>], chosen: &[usize]) -> String {
+    if chosen.len() == available.len() {
+        return String::new();
+    }
+    let ids: Vec<&str> = chosen.iter().map(|&i| &*available[i].id).collect();
+    ids.join(" ")
 }
 
 /// Records the copy `(meeting, server, createTime)` as where the meeting
@@ -825,13 +850,21 @@ mod tests {
     async fn round_robin_rotates_over_servers_that_take_meetings() {
         let state = State::with_defaults(vec![spec(1), spec(2), spec(3)]);
         assert!(
-            state.placement_order().await.is_empty(),
+            state
+                .placement_order(&ServerTag::default())
+                .await
+                .unwrap()
+                .is_empty(),
             "nobody is up before the probe"
         );
         up(&state);
         let mut firsts = Vec::new();
         for _ in 0..4 {
-            firsts.push(state.placement_order().await[0].name().to_string());
+            firsts.push(
+                state.placement_order(&ServerTag::default()).await.unwrap()[0]
+                    .name()
+                    .to_string(),
+            );
         }
         assert_eq!(
             firsts,
@@ -848,8 +881,9 @@ mod tests {
         for _ in 0..4 {
             assert!(
                 state
-                    .placement_order()
+                    .placement_order(&ServerTag::default())
                     .await
+                    .unwrap()
                     .iter()
                     .all(|s| s.name() != "http://127.0.0.1:2")
             );
@@ -1034,7 +1068,11 @@ mod tests {
         let mut counts = HashMap::new();
         for _ in 0..60 {
             *counts
-                .entry(state.placement_order().await[0].name().to_string())
+                .entry(
+                    state.placement_order(&ServerTag::default()).await.unwrap()[0]
+                        .name()
+                        .to_string(),
+                )
                 .or_insert(0) += 1;
         }
         assert_eq!(counts["http://127.0.0.1:1"], 10);

@@ -17,6 +17,8 @@ use std::sync::Arc;
 pub struct Report {
     pub host: String,
     pub state: &'static str,
+    /// servers.json `tags`: what create's `meta_server-tag` can ask for.
+    pub tags: Vec<String>,
     /// `None` for a disabled server, which is not asked.
     pub up: Option<bool>,
     pub meetings: u64,
@@ -87,6 +89,7 @@ pub async fn survey(settings: &Settings, specs: Vec<config::ServerSpec>) -> Vec<
             Report {
                 host: server.name().to_string(),
                 state: server.spec.state.name(),
+                tags: server.spec.tags.clone(),
                 up,
                 meetings: health.load.meetings,
                 users: health.load.participants,
@@ -107,7 +110,7 @@ pub async fn survey(settings: &Settings, specs: Vec<config::ServerSpec>) -> Vec<
 /// The reports as an aligned table.
 pub fn table(reports: &[Report]) -> String {
     let header = [
-        "HOST", "STATE", "UP", "MEETINGS", "USERS", "LARGEST", "VIDEOS", "LOAD", "LATENCY",
+        "HOST", "STATE", "TAGS", "UP", "MEETINGS", "USERS", "LARGEST", "VIDEOS", "LOAD", "LATENCY",
         "VERSION",
     ];
     let mut rows: Vec<Vec<String>> = vec![header.iter().map(|h| h.to_string()).collect()];
@@ -118,6 +121,11 @@ pub fn table(reports: &[Report]) -> String {
         rows.push(vec![
             r.host.clone(),
             r.state.to_string(),
+            if r.tags.is_empty() {
+                dash()
+            } else {
+                r.tags.join(",")
+            },
             match r.up {
                 Some(true) => "up".into(),
                 Some(false) => "DOWN".into(),

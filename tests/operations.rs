@@ -231,7 +231,7 @@ async fn mixed_servers() -> (Vec<SimHandle>, std::path::PathBuf) {
     write_servers(
         &file,
         vec![
-            serde_json::json!({"host": good.url(), "secret": "good-secret"}),
+            serde_json::json!({"host": good.url(), "secret": "good-secret", "tags": ["large", "eu"]}),
             serde_json::json!({"host": wrong.url(), "secret": "not-the-real-one"}),
             serde_json::json!({"host": dead.url(), "secret": "dead-secret"}),
             serde_json::json!({"host": "http://127.0.0.1:9", "secret": "x", "state": "disabled"}),
@@ -254,7 +254,7 @@ async fn status_shows_every_server_live() {
     assert_eq!(code, Some(1), "a server is down: {out}");
     let header = out.lines().next().unwrap();
     for column in [
-        "HOST", "STATE", "UP", "MEETINGS", "USERS", "LARGEST", "VIDEOS", "LOAD", "LATENCY",
+        "HOST", "STATE", "TAGS", "UP", "MEETINGS", "USERS", "LARGEST", "VIDEOS", "LOAD", "LATENCY",
         "VERSION",
     ] {
         assert!(header.contains(column), "{header}");
@@ -267,7 +267,7 @@ async fn status_shows_every_server_live() {
     };
     let good = row(&sims[0].url());
     assert!(
-        good.contains(" up ") && good.contains("3.0.0-sim"),
+        good.contains(" up ") && good.contains("3.0.0-sim") && good.contains(" large,eu "),
         "{good}"
     );
     assert!(row(&sims[1].url()).contains("DOWN"));
@@ -280,6 +280,8 @@ async fn status_shows_every_server_live() {
         tinyscale_off_thread(&["status", "--json"], &[("TINYSCALE_SERVERS", path)]).await;
     let reports: serde_json::Value = serde_json::from_str(&out).expect("JSON");
     assert_eq!(reports[0]["up"], true);
+    assert_eq!(reports[0]["tags"], serde_json::json!(["large", "eu"]));
+    assert_eq!(reports[1]["tags"], serde_json::json!([]));
     assert_eq!(reports[0]["meetings"], 1);
     assert_eq!(reports[0]["users"], 1);
     assert_eq!(reports[0]["videos"], 1);
