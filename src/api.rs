@@ -278,6 +278,46 @@ impl ApiRequest {
         self.for_server_replacing(server, replacement.as_ref().map(|(n, v)| (*n, v.as_str())))
     }
 
+    /// The request as `server` must receive it, asking for `limit`
+    /// recordings from `offset` on: the client's own `limit` and `offset`
+    /// left out, every other parameter as sent.
+    pub fn for_server_paged(&self, server: &ServerSpec, limit: usize, offset: usize) -> Outgoing {
+        let call = self.call.name();
+        let paging = format!("limit={limit}&offset={offset}");
+        let without = |raw: &[u8]| {
+            let mut kept: Vec<u8> = remove_param(&remove_param(raw, "limit"), "offset")
+                .split(|&b| b == b'&')
+                .filter(|pair| !pair.is_empty())
+                .collect::<Vec<_>>()
+                .join(&b'&');
+            if !kept.is_empty() {
+                kept.push(b'&');
+            }
+            kept.extend_from_slice(paging.as_bytes());
+            kept
+        };
+        match &self.signing {
+            Signing::Query(unsigned) => {
+                let unsigned = String::from_utf8_lossy(&without(unsigned.as_bytes())).into_owned();
+                Outgoing {
+                    uri: signed_url(server, call, &unsigned),
+                    body: self.body.clone(),
+                }
+            }
+            Signing::FormBody => {
+                let mut body = without(&remove_param(&self.body, "checksum"));
+                let (signed, _) = checksum::form_body_signing_string(&body);
+                let sum = checksum::sign(call, &signed, &server.secret, server.checksum);
+                body.extend_from_slice(b"&checksum=");
+                body.extend_from_slice(sum.as_bytes());
+                Outgoing {
+                    uri: format!("{}{call}", server.api_root()),
+                    body: Bytes::from(body),
+                }
+            }
+        }
+    }
+
     /// The request as `server` must receive it, with the raw value of the
     /// parameter `name` replaced by `raw_value` (already encoded); every
     /// other byte as the client sent it.
@@ -526,6 +566,28 @@ mod tests {
         assert!(
             out.uri
                 .contains("publishRecordings?recordID=b%2Cc&publish=true&checksum=")
+        );
+    }
+
+    #[test]
+    fn paged_for_a_server() {
+        let r = get(Call::GetRecordings, "limit=5&meetingID=m&offset=20").unwrap();
+        let out = r.for_server_paged(&server(), 100, 200);
+        let expected = checksum::signed_query(
+            "getRecordings",
+            "meetingID=m&limit=100&offset=200",
+            "backend-secret",
+            Algorithm::Sha256,
+        );
+        assert_eq!(
+            out.uri,
+            format!("http://127.0.0.1:1/bigbluebutton/api/getRecordings?{expected}")
+        );
+        let r = get(Call::GetRecordings, "limit=5").unwrap();
+        let out = r.for_server_paged(&server(), 100, 0);
+        assert!(
+            out.uri
+                .contains("getRecordings?limit=100&offset=0&checksum=")
         );
     }
 

@@ -18,6 +18,7 @@
 //!   answer streams through;
 //! - [`upload`]: a client's upload streaming to its server, within the limit;
 //! - [`lists`]: getMeetings/getRecordings merged as the servers answer;
+//! - [`pages`]: getRecordings pages (`limit`/`offset`) right across servers;
 //! - [`body`]: what an answer's body can be (held whole, or a stream);
 //! - [`fanout`]: one request to many servers at once, in the calling task;
 //! - [`xml`]: reading and merging BBB answers (pure);
@@ -45,6 +46,7 @@ pub mod lists;
 pub mod logging;
 pub mod meetings;
 pub mod metrics;
+pub mod pages;
 pub mod placement;
 pub mod recreate;
 pub mod routing;

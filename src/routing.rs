@@ -22,6 +22,7 @@ use crate::fanout;
 use crate::health;
 use crate::lists::{Ask, List, MergedList, Sending};
 use crate::metrics::Metrics;
+use crate::pages::{self, Page};
 use crate::placement::{NoServerWithTag, ServerTag};
 use crate::recreate::{self, KeptCreate};
 use crate::state::{Server, State};
@@ -130,7 +131,13 @@ impl Router {
             | Call::InsertDocument
             | Call::SendChatMessage => self.meeting_call(&request).await,
             Call::GetMeetings => Ok(self.merged_list(&request, List::Meetings)),
-            Call::GetRecordings => Ok(self.merged_list(&request, List::Recordings)),
+            Call::GetRecordings => match Page::asked(
+                request.param("limit").as_deref(),
+                request.param("offset").as_deref(),
+            ) {
+                Some(page) => Ok(self.recordings_page(&request, page).await),
+                None => Ok(self.merged_list(&request, List::Recordings)),
+            },
             Call::GetSessions => Ok(self.merged_list(&request, List::Sessions)),
             Call::PublishRecordings | Call::DeleteRecordings | Call::UpdateRecordings => {
                 self.recordings_change(&request).await
@@ -645,6 +652,49 @@ impl Router {
             server: None,
             result: "SUCCESS".into(),
             list: Some(merged),
+        }
+    }
+
+    /// A getRecordings page: every server's matching recordings gathered
+    /// (paged through), put in one order, and the page cut from them, as
+    /// one server holding them all would answer. Built whole: at most
+    /// [`pages::MAX_LIMIT`] recordings.
+    async fn recordings_page(&self, request: &ApiRequest, page: Page) -> Outcome {
+        let cluster = self.state.cluster();
+        let sending = Sending {
+            backend: self.backend.clone(),
+            state: self.state.clone(),
+            metrics: self.metrics.clone(),
+            method: request.method.clone(),
+            content_type: request.content_type.clone(),
+            call: request.call.name(),
+        };
+        let sending = &sending;
+        let servers = cluster.usable();
+        let parts = fanout::join_all(servers.into_iter().map(|server| {
+            let ask = {
+                let server = server.clone();
+                move |offset| {
+                    let Outgoing { uri, body } =
+                        request.for_server_paged(&server.spec, pages::MAX_LIMIT, offset);
+                    Ask {
+                        server: server.clone(),
+                        uri,
+                        body,
+                    }
+                }
+            };
+            pages::of_server(sending, server, ask)
+        }))
+        .await;
+        let merged = parts.iter().filter(|p| p.is_some()).count();
+        let all: Vec<pages::Held> = parts.into_iter().flatten().flatten().collect();
+        let body = pages::answer(all, page);
+        Outcome {
+            result: xml::result_word(&body),
+            response: errors::xml_response(body),
+            server: Some(format!("{merged} of {}", cluster.list.len())),
+            list: None,
         }
     }
 

@@ -245,6 +245,102 @@ pub fn record_ids(body: &[u8]) -> Vec<String> {
     ids
 }
 
+/// One `<recording>` of a getRecordings list: its bytes as sent, and the
+/// fields a merged page is ordered by.
+#[derive(Debug, PartialEq, Eq)]
+pub struct RecordingElement<'a> {
+    /// `<startTime>` (unix ms); 0 when missing or not a number.
+    pub start_time: u64,
+    /// `<recordID>`, entities decoded.
+    pub record_id: String,
+    pub bytes: &'a [u8],
+}
+
+/// The `<recording>` elements of a `<recordings>` list's content (as
+/// [`list_content`] gives it); elements that do not parse end the list.
+pub fn recording_elements(content: &[u8]) -> Vec<RecordingElement<'_>> {
+    let mut found = Vec::new();
+    let Ok(text) = std::str::from_utf8(content) else {
+        return found;
+    };
+    let mut reader = Reader::from_str(text);
+    let mut depth = 0usize;
+    let mut start = 0usize;
+    let mut field: Option<&'static str> = None;
+    let (mut start_time, mut record_id) = (String::new(), String::new());
+    loop {
+        let before = reader.buffer_position() as usize;
+        let event = match reader.read_event() {
+            Ok(Event::Eof) | Err(_) => break,
+            Ok(event) => event,
+        };
+        let value = match field {
+            Some("startTime") => Some(&mut start_time),
+            Some(_) => Some(&mut record_id),
+            None => None,
+        };
+        let text = match &event {
+            Event::Text(t) => Some(AsRef::<str>::as_ref(t).to_string()),
+            Event::GeneralRef(r) => Some(entity(r.as_ref()).to_string()),
+            Event::CData(c) => Some(AsRef::<str>::as_ref(c).to_string()),
+            _ => None,
+        };
+        if let (Some(value), Some(text)) = (value, text) {
+            value.push_str(&text);
+            continue;
+        }
+        match event {
+            Event::Start(e) => {
+                depth += 1;
+                if depth == 1 && e.name().as_ref() == "recording" {
+                    start = before;
+                    start_time.clear();
+                    record_id.clear();
+                } else if depth == 2 {
+                    field = match e.name().as_ref() {
+                        "startTime" => Some("startTime"),
+                        "recordID" => Some("recordID"),
+                        _ => None,
+                    };
+                }
+            }
+            Event::End(e) => {
+                field = None;
+                if depth == 1 && e.name().as_ref() == "recording" {
+                    found.push(RecordingElement {
+                        start_time: start_time.trim().parse().unwrap_or(0),
+                        record_id: record_id.trim().to_string(),
+                        bytes: &content[start..reader.buffer_position() as usize],
+                    });
+                }
+                depth = depth.saturating_sub(1);
+            }
+            _ => {}
+        }
+    }
+    found
+}
+
+/// A paged getRecordings answer: the page's `<recording>` elements as
+/// given, and bbb-web's `<pagination>` with the total of all pages.
+pub fn recordings_page(shown: &[&[u8]], total: usize) -> Vec<u8> {
+    let mut page = b"<response><returncode>SUCCESS</returncode>".to_vec();
+    if shown.is_empty() {
+        page.extend_from_slice(b"<recordings/>");
+    } else {
+        page.extend_from_slice(b"<recordings>");
+        for element in shown {
+            page.extend_from_slice(element);
+        }
+        page.extend_from_slice(b"</recordings>");
+    }
+    page.extend_from_slice(
+        format!("<pagination><totalElements>{total}</totalElements></pagination></response>")
+            .as_bytes(),
+    );
+    page
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -357,5 +453,30 @@ mod tests {
     fn finds_record_ids() {
         let body = "<response><returncode>SUCCESS</returncode><recordings><recording><recordID>r-1</recordID><meetingID>m</meetingID></recording><recording><recordID>r&amp;2</recordID></recording></recordings></response>";
         assert_eq!(record_ids(body.as_bytes()), vec!["r-1", "r&2"]);
+    }
+
+    #[test]
+    fn recording_elements_keep_bytes_and_read_keys() {
+        let content = "\n <recording><recordID>r&amp;1</recordID><meetingID>m</meetingID><startTime>20</startTime><metadata><recordID>not this</recordID><startTime>1</startTime></metadata></recording>\n <recording><startTime> x </startTime><recordID><![CDATA[r2]]></recordID></recording>";
+        let found = recording_elements(content.as_bytes());
+        assert_eq!(found.len(), 2);
+        assert_eq!(found[0].start_time, 20);
+        assert_eq!(found[0].record_id, "r&1");
+        assert!(found[0].bytes.starts_with(b"<recording><recordID>r&amp;1"));
+        assert!(found[0].bytes.ends_with(b"</metadata></recording>"));
+        assert_eq!(found[1].start_time, 0);
+        assert_eq!(found[1].record_id, "r2");
+        assert!(recording_elements(b"").is_empty());
+    }
+
+    #[test]
+    fn a_page_answer() {
+        let page = recordings_page(&[b"<recording>a</recording>"], 7);
+        assert_eq!(
+            String::from_utf8(page).unwrap(),
+            "<response><returncode>SUCCESS</returncode><recordings><recording>a</recording></recordings><pagination><totalElements>7</totalElements></pagination></response>"
+        );
+        let empty = String::from_utf8(recordings_page(&[], 7)).unwrap();
+        assert!(empty.contains("<recordings/><pagination>"));
     }
 }

@@ -256,3 +256,79 @@ async fn text_tracks_go_to_the_recordings_server_as_json() {
     let json: serde_json::Value = serde_json::from_str(&reply.body).expect("JSON");
     assert_eq!(json["response"]["messageKey"], "missingParamRecordID");
 }
+
+/// The recordIDs of a getRecordings answer, in its order, and its
+/// `<pagination>` total.
+fn page_of(body: &str) -> (Vec<String>, Option<String>) {
+    let ids = body
+        .split("<recordID>")
+        .skip(1)
+        .map(|s| s.split("</recordID>").next().unwrap().to_string())
+        .collect();
+    let total = body
+        .split("<totalElements>")
+        .nth(1)
+        .map(|s| s.split("</totalElements>").next().unwrap().to_string());
+    (ids, total)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn recording_pages_equal_those_of_one_server_holding_them_all() {
+    let cluster = Cluster::start(3).await;
+    let one = Cluster::sims(1).await.remove(0);
+    // 250 recordings, more than 100 on the first server (so it is paged
+    // through), seeded out of order, with many equal startTimes.
+    for i in 0..250u64 {
+        let id = format!("r{}", i * 13 % 251);
+        let meeting = format!("m{}", i % 5);
+        let start = 1_700_000_000_000 + (i * 7 % 40) * 1000;
+        let server = [0, 0, 1, 2][(i % 4) as usize];
+        cluster.sims[server].seed_recording_at(&id, &meeting, start);
+        one.seed_recording_at(&id, &meeting, start);
+    }
+    for query in [
+        "limit=10",
+        "limit=10&offset=10",
+        "limit=100",
+        "limit=100&offset=100",
+        "limit=100&offset=200",
+        "limit=7&offset=245",
+        "limit=1000&offset=150",
+        "limit=0&offset=3",
+        "limit=5&offset=-2",
+        "meetingID=m1,m3&limit=20&offset=20",
+        "state=published&limit=30&offset=90",
+    ] {
+        let merged = cluster.call("getRecordings", query).await;
+        let alone = direct(&one, "getRecordings", query).await;
+        assert_eq!(merged.returncode(), Some("SUCCESS"), "{query}");
+        assert_eq!(alone.returncode(), Some("SUCCESS"), "{query}");
+        let (ids, total) = page_of(&merged.body);
+        assert!(!ids.is_empty(), "{query}");
+        assert_eq!((ids, total), page_of(&alone.body), "{query}");
+    }
+    // Unpaged (no integer limit): every recording, in no defined order,
+    // no <pagination>.
+    for query in ["offset=240", "limit=x&offset=5"] {
+        let all = cluster.call("getRecordings", query).await;
+        assert_eq!(all.body.matches("<recording>").count(), 250, "{query}");
+        assert!(!all.body.contains("<pagination>"), "{query}");
+    }
+
+    // Past the end: bbb-web fails; tinyscale answers an empty page.
+    let alone = direct(&one, "getRecordings", "limit=10&offset=250").await;
+    assert_eq!(alone.status, 500);
+    let merged = cluster.call("getRecordings", "limit=10&offset=250").await;
+    assert_eq!(merged.status, 200);
+    assert_eq!(merged.returncode(), Some("SUCCESS"));
+    assert_eq!(page_of(&merged.body), (Vec::new(), Some("250".to_string())));
+    assert!(merged.body.contains("<recordings/>"), "{}", merged.body);
+
+    // Nothing matches: BBB's noRecordings, as one server says it.
+    let merged = cluster
+        .call("getRecordings", "meetingID=none&limit=10")
+        .await;
+    let alone = direct(&one, "getRecordings", "meetingID=none&limit=10").await;
+    assert_eq!(merged.message_key(), Some("noRecordings"));
+    assert_eq!(alone.message_key(), Some("noRecordings"));
+}

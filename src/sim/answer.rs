@@ -261,7 +261,8 @@ pub(super) fn document_inserted() -> String {
 }
 
 /// `getRecordings`, with the no-recordings form when empty.
-pub(super) fn recordings(list: &[&Recording], url: &str) -> String {
+/// `total`, for a page (`limit` given), is bbb-web's `<pagination>`.
+pub(super) fn recordings(list: &[&Recording], url: &str, total: Option<usize>) -> String {
     let mut doc = Doc::response("SUCCESS");
     if list.is_empty() {
         doc.empty("recordings")
@@ -303,6 +304,11 @@ pub(super) fn recordings(list: &[&Recording], url: &str) -> String {
         doc.close("recording");
     }
     doc.close("recordings");
+    if let Some(total) = total {
+        doc.open("pagination")
+            .text("totalElements", total)
+            .close("pagination");
+    }
     doc.finish()
 }
 

@@ -7,6 +7,7 @@ use super::lock;
 use super::state::{Created, MeetingSpec, RecordingFilter, Role, State, TextTrack, random_token};
 use crate::api::Call;
 use crate::checksum::{self, Algorithm};
+use crate::pages::Page;
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 
@@ -588,10 +589,24 @@ impl Core {
             metadata: p.meta(),
         };
         let state = lock(&self.state);
-        Reply::xml(answer::recordings(
-            &state.find_recordings(&filter),
-            &self.url,
-        ))
+        let mut found = state.find_recordings(&filter);
+        let Some(page) = Page::asked(p.get("limit"), p.get("offset")) else {
+            return Reply::xml(answer::recordings(&found, &self.url, None));
+        };
+        // bbb-web's order is not defined; the simulator takes the order
+        // tinyscale merges pages in, so that one simulator holding every
+        // recording gives the pages a cluster must equal.
+        found.sort_by(|a, b| (a.start_time, &a.record_id).cmp(&(b.start_time, &b.record_id)));
+        let total = found.len();
+        if total > 0 && page.offset >= total {
+            // bbb-web fails a page past the end.
+            return Reply::page(
+                500,
+                "text/html;charset=utf-8",
+                "<html><body>Internal Server Error</body></html>".to_string(),
+            );
+        }
+        Reply::xml(answer::recordings(page.cut(&found), &self.url, Some(total)))
     }
 
     fn publish_recordings(&self, p: &Params) -> Reply {

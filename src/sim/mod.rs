@@ -260,6 +260,14 @@ impl SimHandle {
         lock(&self.inner.core.state).seed_recording(record_id, meeting_id, name, published);
     }
 
+    /// Adds (or replaces) a published recording that started at
+    /// `start_time` (unix ms), for tests of the order of pages.
+    pub fn seed_recording_at(&self, record_id: &str, meeting_id: &str, start_time: u64) {
+        let mut state = lock(&self.inner.core.state);
+        state.seed_recording(record_id, meeting_id, record_id, true);
+        state.set_recording_start(record_id, start_time);
+    }
+
     pub fn has_recording(&self, record_id: &str) -> bool {
         lock(&self.inner.core.state).recording(record_id).is_some()
     }

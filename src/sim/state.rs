@@ -344,6 +344,14 @@ impl State {
             .collect()
     }
 
+    /// Moves a recording's start (its end an hour later).
+    pub fn set_recording_start(&mut self, record_id: &str, start_time: u64) {
+        if let Some(r) = self.recording_mut(record_id) {
+            r.start_time = start_time;
+            r.end_time = start_time + 3_600_000;
+        }
+    }
+
     /// Adds a recording, or replaces one with the same record ID.
     pub fn seed_recording(
         &mut self,
