@@ -16,7 +16,7 @@
 //!
 //! [`LIST_CALLS_PER_SERVER`]: crate::state::LIST_CALLS_PER_SERVER
 
-use crate::backend::Backend;
+use crate::backend::{Backend, BackendError};
 use crate::errors;
 use crate::health;
 use crate::metrics::Metrics;
@@ -205,44 +205,54 @@ impl Body for MergedList {
 /// nothing; the reason is logged.
 async fn one_part(sending: Arc<Sending>, ask: Ask, list: List) -> Option<Bytes> {
     let Ask { server, uri, body } = ask;
-    let timeout = sending.backend.response_timeout();
-    let call = async {
-        let _turn = server.list_call_turn().await;
-        sending
-            .backend
-            .send_whole(
-                sending.method.clone(),
-                &uri,
-                sending.content_type.as_ref(),
-                body,
-            )
-            .await
-    };
-    let result = match tokio::time::timeout(timeout, call).await {
-        Ok(result) => result,
-        Err(_) => Err(crate::backend::BackendError::Timeout(timeout)),
-    };
-    match result {
-        Ok(answer) => {
-            sending.metrics.backend(server.name(), Some(answer.elapsed));
-            if !xml::is_success(&answer.body) {
-                left_out(&server, sending.call, &xml::result_word(&answer.body));
-                return None;
-            }
-            let content = xml::list_content(&answer.body, list.tag())?;
-            Some(answer.body.slice_ref(content))
-        }
+    let answer = match sending.send(&server, &uri, body).await {
+        Ok(answer) => answer,
         Err(e) => {
+            left_out(&server, sending.call, &format!("server {e}"));
+            return None;
+        }
+    };
+    if !xml::is_success(&answer.body) {
+        left_out(&server, sending.call, &xml::result_word(&answer.body));
+        return None;
+    }
+    let content = xml::list_content(&answer.body, list.tag())?;
+    Some(answer.body.slice_ref(content))
+}
+
+impl Sending {
+    /// One list call to `server`, in its turn (see
+    /// [`crate::state::LIST_CALLS_PER_SERVER`]), its answer read whole
+    /// within the response timeout (the wait for the turn included), and
+    /// timed for the metrics.
+    pub async fn send(
+        &self,
+        server: &Server,
+        uri: &str,
+        body: Bytes,
+    ) -> Result<crate::backend::Answer, BackendError> {
+        let timeout = self.backend.response_timeout();
+        let call = async {
+            let _turn = server.list_call_turn().await;
+            self.backend
+                .send_whole(self.method.clone(), uri, self.content_type.as_ref(), body)
+                .await
+        };
+        let result = match tokio::time::timeout(timeout, call).await {
+            Ok(result) => result,
+            Err(_) => Err(BackendError::Timeout(timeout)),
+        };
+        match &result {
+            Ok(answer) => self.metrics.backend(server.name(), Some(answer.elapsed)),
             // A timeout here may be the client's doing (a slow reader stops
             // these calls from being read); the poller judges the server.
-            let timed_out = matches!(e, crate::backend::BackendError::Timeout(_));
-            if e.is_servers_fault() && !timed_out {
-                sending.metrics.backend(server.name(), None);
-                health::note(&sending.state, &server, Err(e.to_string()));
+            Err(e) if e.is_servers_fault() && !matches!(e, BackendError::Timeout(_)) => {
+                self.metrics.backend(server.name(), None);
+                health::note(&self.state, server, Err(e.to_string()));
             }
-            left_out(&server, sending.call, &format!("server {e}"));
-            None
+            Err(_) => {}
         }
+        result
     }
 }
 

@@ -103,25 +103,10 @@ pub async fn of_server(
             uri,
             body,
         } = ask(offset);
-        let timeout = sending.backend.response_timeout();
-        let call = async {
-            let _turn = server.list_call_turn().await;
-            sending
-                .backend
-                .send_whole(
-                    sending.method.clone(),
-                    &uri,
-                    sending.content_type.as_ref(),
-                    body,
-                )
-                .await
+        let answer = match sending.send(&server, &uri, body).await {
+            Ok(answer) => answer,
+            Err(e) => return left_out(&server, &format!("server {e}")),
         };
-        let answer = match tokio::time::timeout(timeout, call).await {
-            Ok(Ok(answer)) => answer,
-            Ok(Err(e)) => return left_out(&server, &format!("server {e}")),
-            Err(_) => return left_out(&server, "server timed out"),
-        };
-        sending.metrics.backend(server.name(), Some(answer.elapsed));
         if !xml::is_success(&answer.body) {
             return left_out(&server, &xml::result_word(&answer.body));
         }
