@@ -173,6 +173,14 @@ impl Router {
         self.noted(server, result)
     }
 
+    /// [`Router::forward`] of a call that had to go to that server: its
+    /// failure is the call's (an `internalError` naming the server).
+    async fn forward_to(&self, request: &ApiRequest, server: &Server) -> Result<Answer, ApiError> {
+        self.forward(request, server, None)
+            .await
+            .map_err(|e| Self::unreachable(server, &e))
+    }
+
     /// Every call to a server is timed for the metrics; a failed one counts
     /// as a failed poll towards the server's health.
     fn noted(
@@ -248,10 +256,7 @@ impl Router {
         let (answer, server) = match located {
             // BBB itself answers duplicateWarning or idNotUnique.
             Located::At(owner) => {
-                let answer = self
-                    .forward(request, &owner, None)
-                    .await
-                    .map_err(|e| Self::unreachable(&owner, &e))?;
+                let answer = self.forward_to(request, &owner).await?;
                 (answer, owner)
             }
             Located::Nowhere => self.place(request).await?,
@@ -284,10 +289,7 @@ impl Router {
             Located::At(server) => server,
             Located::Nowhere => return Err(ApiError::ParentMeetingDoesNotExist),
         };
-        let answer = self
-            .forward(request, &server, None)
-            .await
-            .map_err(|e| Self::unreachable(&server, &e))?;
+        let answer = self.forward_to(request, &server).await?;
         if xml::is_success(&answer.body) {
             let id = xml::field(&answer.body, "meetingID")
                 .filter(|id| !id.is_empty())
@@ -486,10 +488,7 @@ impl Router {
             let Located::At(owner) = self.locate(meeting_id, true).await? else {
                 return Ok(unknown_meeting(call));
             };
-            let answer = self
-                .forward(request, &owner, None)
-                .await
-                .map_err(|e| Self::unreachable(&owner, &e))?;
+            let answer = self.forward_to(request, &owner).await?;
             return Ok(self
                 .after_meeting_call(call, meeting_id, answer, &owner)
                 .await);
@@ -502,10 +501,7 @@ impl Router {
                 Located::Nowhere => return Ok(unknown_meeting(call)),
             },
         };
-        let answer = self
-            .forward(request, &owner, None)
-            .await
-            .map_err(|e| Self::unreachable(&owner, &e))?;
+        let answer = self.forward_to(request, &owner).await?;
         let gone = match not_found_kind(call, &answer.body) {
             NotFound::No => false,
             NotFound::Certainly => confirmed.is_some(),
@@ -519,10 +515,7 @@ impl Router {
             if let Located::At(found) = self.search(meeting_id).await
                 && !Arc::ptr_eq(&found, &owner)
             {
-                let answer = self
-                    .forward(request, &found, None)
-                    .await
-                    .map_err(|e| Self::unreachable(&found, &e))?;
+                let answer = self.forward_to(request, &found).await?;
                 return Ok(self
                     .after_meeting_call(call, meeting_id, answer, &found)
                     .await);
@@ -739,10 +732,7 @@ impl Router {
         }
         let found = self.find_recordings(&ids).await;
         if let [(server, _)] = found.as_slice() {
-            let answer = self
-                .forward(request, server, None)
-                .await
-                .map_err(|e| Self::unreachable(server, &e))?;
+            let answer = self.forward_to(request, server).await?;
             return Ok(Outcome::answer(answer, server));
         }
         if found.is_empty() {
@@ -784,10 +774,7 @@ impl Router {
             .ok_or(ApiError::MissingRecordId)?;
         let found = self.find_recordings(std::slice::from_ref(&id)).await;
         let (server, _) = found.into_iter().next().ok_or(ApiError::NoRecording(id))?;
-        let answer = self
-            .forward(request, &server, None)
-            .await
-            .map_err(|e| Self::unreachable(&server, &e))?;
+        let answer = self.forward_to(request, &server).await?;
         Ok(Outcome::answer(answer, &server))
     }
 }
