@@ -326,14 +326,32 @@ impl ApiRequest {
         server: &ServerSpec,
         replacement: Option<(&str, &str)>,
     ) -> Outgoing {
+        match replacement {
+            Some((name, value)) => {
+                self.for_server_editing(server, Some(&|raw| replace_param(raw, name, value)))
+            }
+            None => self.for_server_editing(server, None),
+        }
+    }
+
+    /// The request as `server` must receive it, its signed parameters (the
+    /// URL query, or the form body that carries the checksum) passed
+    /// through `edit` first. `edit` works on bytes, not text: what is not
+    /// UTF-8 goes on as it came.
+    pub fn for_server_editing(
+        &self,
+        server: &ServerSpec,
+        edit: Option<&Edit<'_>>,
+    ) -> Outgoing {
         let call = self.call.name();
         match &self.signing {
             Signing::Query(unsigned) => {
-                let unsigned = match replacement {
-                    Some((name, value)) => {
-                        // UTF-8 cut at ASCII `&`/`=`, an ASCII value put in: nothing lost.
-                        let replaced = replace_param(unsigned.as_bytes(), name, value);
-                        std::borrow::Cow::Owned(String::from_utf8_lossy(&replaced).into_owned())
+                let unsigned = match edit {
+                    Some(edit) => {
+                        // A query that arrived is text; cut at ASCII `&`/`=`
+                        // with ASCII put in, it stays text.
+                        let edited = edit(unsigned.as_bytes());
+                        std::borrow::Cow::Owned(String::from_utf8_lossy(&edited).into_owned())
                     }
                     None => std::borrow::Cow::Borrowed(unsigned.as_str()),
                 };
@@ -343,10 +361,9 @@ impl ApiRequest {
                 }
             }
             Signing::FormBody => {
-                // Bytes, not text: a body that is not UTF-8 goes on as it came.
                 let mut body = remove_param(&self.body, "checksum");
-                if let Some((name, value)) = replacement {
-                    body = replace_param(&body, name, value);
+                if let Some(edit) = edit {
+                    body = edit(&body);
                 }
                 let (signed, _) = checksum::form_body_signing_string(&body);
                 let sum = checksum::sign(call, &signed, &server.secret, server.checksum);
@@ -416,6 +433,9 @@ impl ApiRequest {
         request
     }
 }
+
+/// A change made to a request's raw parameters before it is re-signed.
+pub type Edit<'a> = dyn Fn(&[u8]) -> Vec<u8> + 'a;
 
 /// A request ready for one backend.
 pub struct Outgoing {

@@ -261,6 +261,7 @@ impl Backend {
             Method::GET,
             uri,
             None,
+            None,
             Source::Bytes(Bytes::new()),
             Read::Whole,
         )
@@ -277,8 +278,30 @@ impl Backend {
         content_type: Option<&HeaderValue>,
         body: Source<'_>,
     ) -> Result<Answer, BackendError> {
-        self.request(method, uri, content_type, body, Read::Head)
+        self.request(method, uri, content_type, None, body, Read::Head)
             .await
+    }
+
+    /// POSTs a callback to an LMS (not a BBB server): only the status of
+    /// its answer matters, the rest is not read.
+    pub async fn post(
+        &self,
+        uri: &str,
+        content_type: Option<&HeaderValue>,
+        authorization: Option<&HeaderValue>,
+        body: Bytes,
+    ) -> Result<StatusCode, BackendError> {
+        let answer = self
+            .request(
+                Method::POST,
+                uri,
+                content_type,
+                authorization,
+                Source::Bytes(body),
+                Read::Head,
+            )
+            .await?;
+        Ok(answer.status)
     }
 
     /// Sends a client's call and reads the whole answer, up to the cap.
@@ -289,8 +312,15 @@ impl Backend {
         content_type: Option<&HeaderValue>,
         body: Bytes,
     ) -> Result<Answer, BackendError> {
-        self.request(method, uri, content_type, Source::Bytes(body), Read::Whole)
-            .await
+        self.request(
+            method,
+            uri,
+            content_type,
+            None,
+            Source::Bytes(body),
+            Read::Whole,
+        )
+        .await
     }
 
     /// One request and as much of its answer as `read` says, within the
@@ -300,6 +330,7 @@ impl Backend {
         method: Method,
         uri: &str,
         content_type: Option<&HeaderValue>,
+        authorization: Option<&HeaderValue>,
         body: Source<'_>,
         read: Read,
     ) -> Result<Answer, BackendError> {
@@ -322,7 +353,7 @@ impl Backend {
         };
         let work = async {
             let (parts, incoming, sender) = self
-                .exchange(&to, &method, &host, content_type, body)
+                .exchange(&to, &method, &host, content_type, authorization, body)
                 .await?;
             let (body, rest) = match read {
                 Read::Whole => {
@@ -394,6 +425,7 @@ impl Backend {
         method: &Method,
         host: &HeaderValue,
         content_type: Option<&HeaderValue>,
+        authorization: Option<&HeaderValue>,
         source: Source<'_>,
     ) -> Result<(hyper::http::response::Parts, Incoming, Sender), BackendError> {
         let mut unsent: Option<OutBody> = None;
@@ -436,6 +468,9 @@ impl Backend {
                 .header(HOST, host.clone());
             if let Some(ct) = content_type {
                 request = request.header(CONTENT_TYPE, ct);
+            }
+            if let Some(authorization) = authorization {
+                request = request.header(hyper::header::AUTHORIZATION, authorization);
             }
             let request = match request.body(body) {
                 Ok(request) => request,

@@ -70,6 +70,10 @@ pub struct Settings {
     /// Whether a join re-creates a meeting whose server is down, disabled
     /// or removed, from its kept create call (`TINYSCALE_RECREATE`).
     pub recreate: bool,
+    /// The URL at which the servers reach tinyscale (`TINYSCALE_PUBLIC_URL`,
+    /// without a trailing slash): with it, the callbacks servers sign are
+    /// relayed and re-signed (see `callbacks`).
+    pub public_url: Option<String>,
 }
 
 /// What `Debug` shows in place of a secret.
@@ -108,6 +112,7 @@ impl std::fmt::Debug for Settings {
             redis_url,
             redis_prefix,
             recreate,
+            public_url,
         } = self;
         f.debug_struct("Settings")
             .field("listen", listen)
@@ -141,6 +146,7 @@ impl std::fmt::Debug for Settings {
             )
             .field("redis_prefix", redis_prefix)
             .field("recreate", recreate)
+            .field("public_url", public_url)
             .finish()
     }
 }
@@ -394,6 +400,15 @@ impl Settings {
                 },
                 other => other,
             })?,
+            public_url: parsed(
+                &var,
+                "TINYSCALE_PUBLIC_URL",
+                || None,
+                |v| match v {
+                    "" => Ok(None),
+                    _ => parse_public_url(v).map(Some),
+                },
+            )?,
             redis_prefix: var("TINYSCALE_REDIS_PREFIX").unwrap_or_else(|| "tinyscale:".into()),
             recreate: parsed(
                 &var,
@@ -454,6 +469,22 @@ fn parse_seconds(text: &str) -> Result<Duration, String> {
 }
 
 /// A byte count, optionally with a K, M or G suffix (binary: 64M = 64 MiB).
+/// `TINYSCALE_PUBLIC_URL`: an absolute http(s) URL, a path prefix allowed,
+/// no query; empty: none.
+fn parse_public_url(text: &str) -> Result<String, String> {
+    const EXPECTED: &str =
+        "expected the URL at which the servers reach tinyscale, such as https://lb.example.org";
+    let uri: hyper::Uri = text.parse().map_err(|_| EXPECTED.to_string())?;
+    let fine = matches!(uri.scheme_str(), Some("http" | "https"))
+        && uri.host().is_some_and(|h| !h.is_empty())
+        && uri.query().is_none()
+        && !text.contains('#');
+    if !fine {
+        return Err(EXPECTED.into());
+    }
+    Ok(text.trim_end_matches('/').to_string())
+}
+
 fn parse_size(text: &str) -> Result<usize, String> {
     let t = text.trim().to_ascii_uppercase();
     let t = t.trim_end_matches("IB").trim_end_matches('B');
@@ -785,6 +816,7 @@ mod tests {
         assert_eq!(s.header_timeout, Duration::from_secs(30));
         assert_eq!(s.max_connections, 10_000);
         assert!(s.recreate, "re-creation is on by default");
+        assert_eq!(s.public_url, None, "callbacks pass unchanged by default");
         let off =
             settings(&[("TINYSCALE_SECRET", "s"), ("TINYSCALE_METRICS_BIND", "off")]).unwrap();
         assert_eq!(off.metrics_listen, None);
@@ -817,9 +849,11 @@ mod tests {
             ("TINYSCALE_HEADER_TIMEOUT", "0.5"),
             ("TINYSCALE_MAX_CONNECTIONS", "200"),
             ("TINYSCALE_RECREATE", "off"),
+            ("TINYSCALE_PUBLIC_URL", "https://lb.example.org/bbb/"),
         ])
         .unwrap();
         assert!(!s.recreate);
+        assert_eq!(s.public_url.as_deref(), Some("https://lb.example.org/bbb"));
         assert_eq!((s.max_header_bytes, s.max_headers), (16 << 10, 50));
         assert_eq!(s.idle_timeout, Duration::from_secs(5));
         assert_eq!(s.header_timeout, Duration::from_millis(500));
@@ -856,6 +890,10 @@ mod tests {
             ("TINYSCALE_MAX_CONNECTIONS", "-5"),
             ("TINYSCALE_RECREATE", "yes"),
             ("TINYSCALE_RECREATE", "OFF!"),
+            ("TINYSCALE_PUBLIC_URL", "lb.example.org"),
+            ("TINYSCALE_PUBLIC_URL", "ftp://lb.example.org"),
+            ("TINYSCALE_PUBLIC_URL", "https://lb.example.org/?x=1"),
+            ("TINYSCALE_PUBLIC_URL", "https://lb.example.org/#top"),
         ] {
             let err = settings(&[("TINYSCALE_SECRET", "s"), (name, value)]).unwrap_err();
             assert!(err.to_string().starts_with(name), "{err}");

@@ -13,6 +13,7 @@
 //! - [`shared`]: what several instances share through Redis (optional);
 //! - [`placement`]: round-robin / least-loaded choice of a new meeting's server,
 //!   and the pool its `meta_server-tag` allows (pure);
+//! - [`callbacks`]: recording-ready and analytics callbacks relayed to the LMS, re-signed;
 //! - [`recreate`]: a meeting made again elsewhere when its server is gone (kept create calls);
 //! - [`backend`]: the pooled HTTP(S) client to the BBB servers; a large
 //!   answer streams through;
@@ -34,6 +35,7 @@
 pub mod api;
 pub mod backend;
 pub mod body;
+pub mod callbacks;
 pub mod checksum;
 pub mod cli;
 pub mod config;

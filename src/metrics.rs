@@ -49,6 +49,12 @@ struct ResultLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CallbackResult {
+    kind: String,
+    result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct VersionLabel {
     version: String,
 }
@@ -68,6 +74,8 @@ pub struct Metrics {
     backend_errors: Family<ServerLabel, Counter>,
     reloads: Family<ResultLabel, Counter>,
     recreated: Counter,
+    callbacks: Family<CallbackResult, Counter>,
+    callback_deliveries: Family<CallbackResult, Counter>,
     server_up: Family<ServerLabel, Gauge>,
     server_state: Family<ServerStateLabel, Gauge>,
     server_meetings: Family<ServerLabel, Gauge>,
@@ -102,6 +110,8 @@ impl Metrics {
             backend_errors: Family::default(),
             reloads: Family::default(),
             recreated: Counter::default(),
+            callbacks: Family::default(),
+            callback_deliveries: Family::default(),
             server_up: Family::default(),
             server_state: Family::default(),
             server_meetings: Family::default(),
@@ -160,6 +170,16 @@ impl Metrics {
             "tinyscale_recreated_meetings",
             "Meetings made again on another server from their kept create call, their own being down, disabled or removed",
             metrics.recreated.clone(),
+        );
+        registry.register(
+            "tinyscale_callbacks",
+            "Callbacks from the servers to the LMS (recording-ready, analytics) by result (accepted, refused)",
+            metrics.callbacks.clone(),
+        );
+        registry.register(
+            "tinyscale_callback_deliveries",
+            "Tries to deliver an accepted callback to the LMS by result (delivered, failed: tried again later, dropped: gave up)",
+            metrics.callback_deliveries.clone(),
         );
         registry.register(
             "tinyscale_server_up",
@@ -249,6 +269,26 @@ impl Metrics {
     /// One meeting made again from its kept create call.
     pub fn recreated(&self) {
         self.recreated.inc();
+    }
+
+    /// A callback from a server, accepted or refused.
+    pub fn callback(&self, kind: &str, result: &str) {
+        self.callbacks
+            .get_or_create(&CallbackResult {
+                kind: kind.into(),
+                result: result.into(),
+            })
+            .inc();
+    }
+
+    /// One try to deliver a callback to the LMS.
+    pub fn callback_delivery(&self, kind: &str, result: &str) {
+        self.callback_deliveries
+            .get_or_create(&CallbackResult {
+                kind: kind.into(),
+                result: result.into(),
+            })
+            .inc();
     }
 
     /// From now on `/healthz` says the balancer is stopping.

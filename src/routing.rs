@@ -17,6 +17,7 @@
 
 use crate::api::{self, ApiRequest, Call, Outgoing};
 use crate::backend::{Answer, Backend, BackendError, Source};
+use crate::callbacks::Relay;
 use crate::errors::{self, ApiError, Body};
 use crate::fanout;
 use crate::health;
@@ -102,6 +103,8 @@ pub struct Router {
     pub state: Arc<State>,
     pub backend: Backend,
     pub metrics: Arc<Metrics>,
+    /// Puts tinyscale's relay in place of a create's callback URLs.
+    pub relay: Arc<Relay>,
 }
 
 /// What the meeting map says of a meeting, checked against the servers as
@@ -156,7 +159,12 @@ impl Router {
         server: &Server,
         record_ids: Option<&[String]>,
     ) -> Result<Answer, BackendError> {
-        let Outgoing { uri, body } = request.for_server(&server.spec, record_ids);
+        let Outgoing { uri, body } = if request.call == Call::Create && self.relay.rewrites() {
+            let spec = &server.spec;
+            request.for_server_editing(spec, Some(&|raw| self.relay.change_pairs(raw, spec)))
+        } else {
+            request.for_server(&server.spec, record_ids)
+        };
         let body = match &request.upload {
             Some(upload) => Source::Upload(upload),
             None => Source::Bytes(body),

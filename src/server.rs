@@ -9,6 +9,7 @@
 
 use crate::api::{self, ApiRequest, Call, Target};
 use crate::backend::Backend;
+use crate::callbacks::{self, Kind, Receiving, Relay};
 use crate::checksum::Algorithm;
 use crate::config::{self, ServerSpec, Settings};
 use crate::connections::{self, Gate, HeadTimer, Permit, Progress};
@@ -96,6 +97,10 @@ impl App {
                     settings.max_list_answer,
                 ),
                 metrics: metrics.clone(),
+                relay: Arc::new(Relay::new(
+                    settings.public_url.as_deref(),
+                    &settings.secret,
+                )?),
             },
             metrics,
             new_meeting_load: settings.new_meeting_load,
@@ -121,6 +126,7 @@ impl App {
                 state: self.router.state.clone(),
                 backend: self.router.backend.for_another_thread(),
                 metrics: self.metrics.clone(),
+                relay: self.router.relay.clone(),
             },
             secret: self.secret.clone(),
             algorithms: self.algorithms.clone(),
@@ -134,6 +140,18 @@ impl App {
             metrics: self.metrics.clone(),
             threads: self.threads,
             connections: self.connections,
+        }
+    }
+
+    /// What a callback from a server needs (see `callbacks`).
+    fn receiving(&self) -> Receiving<'_> {
+        Receiving {
+            relay: &self.router.relay,
+            secret: &self.secret,
+            state: &self.router.state,
+            backend: &self.router.backend,
+            metrics: &self.metrics,
+            max_body: self.max_body,
         }
     }
 
@@ -500,7 +518,12 @@ pub async fn handle(app: &App, request: Request<Incoming>) -> Response<Body> {
                 list: None,
             },
         ),
-        Target::Other => return errors::not_found_page(),
+        Target::Other => {
+            return match Kind::of_path(&path) {
+                Some(kind) => callbacks::receive(kind, request, app.receiving()).await,
+                None => errors::not_found_page(),
+            };
+        }
         Target::Unsupported(name) => {
             let name = name.to_string();
             (name, None, Outcome::local(ApiError::Unsupported, false))

@@ -209,6 +209,21 @@ pub async fn status(json: bool) -> Result<bool, String> {
     Ok(reports.iter().all(|r| r.up != Some(false)) && redis.is_none_or(|(ok, _)| ok))
 }
 
+/// Without `TINYSCALE_PUBLIC_URL`, callbacks pass unchanged: the LMS checks
+/// them with its secret, so those of a server whose secret differs fail.
+fn callback_warnings(secret: &str, specs: &[config::ServerSpec]) -> Vec<String> {
+    specs
+        .iter()
+        .filter(|spec| spec.secret != secret)
+        .map(|spec| {
+            format!(
+                "{}: its secret differs from TINYSCALE_SECRET, so its recording-ready and analytics callbacks would fail the LMS's check; set TINYSCALE_PUBLIC_URL to relay them (see the README)",
+                spec.base
+            )
+        })
+        .collect()
+}
+
 /// `tinyscale check`: every problem in plain words; true when there is none.
 pub async fn check() -> Result<bool, String> {
     let mut problems = 0;
@@ -266,6 +281,22 @@ pub async fn check() -> Result<bool, String> {
     );
     if let Some((ok, line)) = redis(&settings).await {
         say(ok, line);
+    }
+    match &settings.public_url {
+        Some(url) => say(
+            true,
+            format!(
+                "callbacks: recording-ready and analytics callbacks relayed through {url}{} and re-signed",
+                crate::callbacks::RELAY_PATH
+            ),
+        ),
+        // Not a problem (an LMS may not use these callbacks): the exit
+        // status stays as it is.
+        None => {
+            for line in callback_warnings(&settings.secret, &specs) {
+                println!("WARNING {line}");
+            }
+        }
     }
     for r in survey(&settings, specs).await {
         match (r.up, &r.problem) {
