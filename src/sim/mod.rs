@@ -12,6 +12,7 @@
 
 mod answer;
 mod api;
+mod callbacks;
 mod huge;
 mod state;
 #[cfg(test)]
@@ -253,6 +254,36 @@ impl SimHandle {
             }
             None => false,
         }
+    }
+
+    /// Sends the recording-ready callback for `record_id` of a meeting it
+    /// holds, signed with its secret, as bbb-web's script does after
+    /// publishing: to the URL in the meeting's metadata. Gives the HTTP
+    /// status of the answer; `Err` if the meeting or its URL is missing or
+    /// the request failed.
+    pub async fn send_recording_ready(
+        &self,
+        meeting_id: &str,
+        record_id: &str,
+    ) -> Result<u16, String> {
+        let callback = {
+            let state = lock(&self.inner.core.state);
+            let meeting = state.meeting(meeting_id).ok_or("no such meeting")?;
+            callbacks::recording_ready(meeting, record_id, &self.secret())?
+        };
+        callbacks::send(callback.ok_or("the meeting names no recording-ready URL")?).await
+    }
+
+    /// Sends the analytics callback of a meeting it holds, signed with its
+    /// secret, as bbb-web's script does when the meeting's events are
+    /// processed. As [`SimHandle::send_recording_ready`].
+    pub async fn send_analytics(&self, meeting_id: &str) -> Result<u16, String> {
+        let callback = {
+            let state = lock(&self.inner.core.state);
+            let meeting = state.meeting(meeting_id).ok_or("no such meeting")?;
+            callbacks::analytics(meeting, &self.secret())?
+        };
+        callbacks::send(callback.ok_or("the meeting names no analytics URL")?).await
     }
 
     /// Adds (or replaces) a recording, `published` or `unpublished`.

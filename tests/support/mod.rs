@@ -4,6 +4,7 @@
 
 #![allow(dead_code, unused_imports)]
 
+pub mod lms;
 pub mod redis;
 
 use bytes::Bytes;
@@ -118,6 +119,24 @@ pub fn encode(value: &str) -> String {
 pub async fn direct(sim: &SimHandle, call: &str, query: &str) -> Reply {
     let query = signed(call, query, &sim.secret(), Algorithm::Sha1);
     get(&format!("{}/bigbluebutton/api/{call}?{query}", sim.url())).await
+}
+
+/// Runs `tinyscale` with `args` and only `env` (off the async workers, which
+/// the simulated servers need); its exit code and standard output.
+pub async fn run_tinyscale(args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String) {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_tinyscale"));
+    command.args(args).env_clear();
+    for (k, v) in env {
+        command.env(k, v);
+    }
+    let output = tokio::task::spawn_blocking(move || command.output())
+        .await
+        .unwrap()
+        .expect("tinyscale runs");
+    (
+        output.status.code(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+    )
 }
 
 static NEXT_DIR: AtomicUsize = AtomicUsize::new(0);
@@ -287,6 +306,12 @@ impl Balancer {
     }
 
     /// Waits (bounded) until the log has a line containing `text`.
+    /// The text of its `/metrics`.
+    pub async fn metrics(&self) -> String {
+        let addr = self.metrics_addr.expect("metrics are served");
+        get(&format!("http://{addr}/metrics")).await.body
+    }
+
     pub async fn wait_for_log(&self, text: &str) -> bool {
         for _ in 0..200 {
             if self.logs().contains(text) {
@@ -433,6 +458,48 @@ impl Cluster {
             lb,
             servers_file,
         }
+    }
+
+    /// As [`Cluster::launch`], with tinyscale's own address as
+    /// `TINYSCALE_PUBLIC_URL` (plus `prefix`), so the servers' callbacks
+    /// reach it. The port is chosen before tinyscale starts: should another
+    /// program take it meanwhile, another is tried.
+    pub fn launch_public(
+        sims: Vec<SimHandle>,
+        entries: Vec<serde_json::Value>,
+        prefix: &str,
+        env: &[(&str, &str)],
+    ) -> Cluster {
+        let servers_file = scratch_dir().join("servers.json");
+        write_servers(&servers_file, entries);
+        let file = servers_file.to_string_lossy().into_owned();
+        for _ in 0..5 {
+            let port = std::net::TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .expect("a free port")
+                .port()
+                .to_string();
+            let public = format!("http://127.0.0.1:{port}{prefix}");
+            let mut all = vec![
+                ("TINYSCALE_SECRET", SECRET),
+                ("TINYSCALE_SERVERS", file.as_str()),
+                ("PORT", port.as_str()),
+                ("TINYSCALE_PUBLIC_URL", public.as_str()),
+            ];
+            all.extend_from_slice(env);
+            match Balancer::try_start(&all) {
+                Ok(lb) => {
+                    return Cluster {
+                        sims,
+                        lb,
+                        servers_file,
+                    };
+                }
+                Err((_, logs)) if logs.contains("cannot listen") => continue,
+                Err((code, logs)) => panic!("tinyscale exited ({code:?}): {logs}"),
+            }
+        }
+        panic!("no free port for tinyscale after 5 tries");
     }
 
     /// servers.json's entry for simulated server `i`.
