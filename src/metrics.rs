@@ -229,6 +229,12 @@ impl Metrics {
             "Meetings whose server tinyscale knows",
             metrics.known_meetings.clone(),
         );
+        // Both results from the start, at 0: Prometheus' increase() and
+        // rate() do not count a series' first sample, so a counter that
+        // appeared at 1 with the first refused reload would never alert.
+        for ok in [true, false] {
+            metrics.reloads.get_or_create(&reload_label(ok)).inc_by(0);
+        }
         Metrics {
             registry,
             ..metrics
@@ -265,12 +271,7 @@ impl Metrics {
     }
 
     pub fn reload(&self, ok: bool) {
-        let result = if ok { "ok" } else { "refused" };
-        self.reloads
-            .get_or_create(&ResultLabel {
-                result: result.into(),
-            })
-            .inc();
+        self.reloads.get_or_create(&reload_label(ok)).inc();
     }
 
     /// One meeting made again from its kept create call.
@@ -314,6 +315,9 @@ impl Metrics {
                     })
                     .set(i64::from(server.spec.state == s));
             }
+            // At 0 before its first error, for the reason given for the
+            // reloads: rate() then sees the first error too.
+            self.backend_errors.get_or_create(&label).inc_by(0);
             let health = server.health();
             self.server_up
                 .get_or_create(&label)
@@ -373,6 +377,12 @@ impl Metrics {
                 ),
             )
         }
+    }
+}
+
+fn reload_label(ok: bool) -> ResultLabel {
+    ResultLabel {
+        result: if ok { "ok" } else { "refused" }.into(),
     }
 }
 
@@ -511,6 +521,17 @@ mod tests {
             "tinyscale_known_meetings gauge",
         ] {
             let line = format!("# TYPE {family}");
+            assert!(
+                text.lines().any(|l| l == line),
+                "missing {line:?} in\n{text}"
+            );
+        }
+        // Counters that alerts take the increase of start at 0.
+        for line in [
+            "tinyscale_reloads_total{result=\"ok\"} 0",
+            "tinyscale_reloads_total{result=\"refused\"} 0",
+            "tinyscale_backend_errors_total{server=\"http://127.0.0.1:1\"} 0",
+        ] {
             assert!(
                 text.lines().any(|l| l == line),
                 "missing {line:?} in\n{text}"
