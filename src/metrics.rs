@@ -11,7 +11,8 @@ use crate::config::ServerState;
 use crate::errors::{self, Body};
 use crate::state::State;
 use hyper::{Request, Response, StatusCode};
-use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::{EncodeLabelSet, EncodeMetric, MetricEncoder};
+use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -61,6 +62,33 @@ struct VersionLabel {
 
 type FloatGauge = Gauge<f64, AtomicU64>;
 
+/// The label set of a family's one unlabelled sample. A family, unlike a
+/// lone gauge, may have no sample at all and still be exported (see
+/// [`Exported`]), so its name is there before it has a value.
+type NoLabels = [(&'static str, &'static str); 0];
+
+/// A metric family exported even while it has no sample: its HELP and TYPE
+/// lines name it from the start. prometheus-client leaves an empty family
+/// out of the exposition unless its `is_empty` says otherwise; a fresh
+/// tinyscale should export every name its dashboard and alert rules use
+/// (no error yet is not "no such metric").
+#[derive(Debug)]
+struct Exported<M>(M);
+
+impl<M: EncodeMetric> EncodeMetric for Exported<M> {
+    fn encode(&self, encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        self.0.encode(encoder)
+    }
+
+    fn metric_type(&self) -> MetricType {
+        self.0.metric_type()
+    }
+
+    fn is_empty(&self) -> bool {
+        false
+    }
+}
+
 /// From 0.25 ms to about 16 s.
 fn latency_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.000_25, 2.0, 17))
@@ -84,8 +112,9 @@ pub struct Metrics {
     server_load: Family<ServerLabel, FloatGauge>,
     server_poll_seconds: Family<ServerLabel, FloatGauge>,
     known_meetings: Gauge,
-    /// Registered only when Redis is configured.
-    redis_up: Gauge,
+    /// A sample only when Redis is configured: without Redis the name is
+    /// exported with no value (not a 0 that would read as "Redis down").
+    redis_up: Family<NoLabels, Gauge>,
     /// Serialises scrapes: the per-server families are cleared and refilled.
     scraping: std::sync::Mutex<()>,
     /// False once a stop signal came: `/healthz` answers 503.
@@ -94,14 +123,14 @@ pub struct Metrics {
 
 impl Default for Metrics {
     fn default() -> Self {
-        Metrics::new(false)
+        Metrics::new()
     }
 }
 
 impl Metrics {
-    /// The metrics; `redis` when Redis is configured (its gauge is then
-    /// exported).
-    pub fn new(redis: bool) -> Metrics {
+    /// Every family is registered from the start, so a fresh tinyscale
+    /// exports every name (dashboards and alert rules can rely on it).
+    pub fn new() -> Metrics {
         let metrics = Metrics {
             registry: Registry::default(),
             requests: Family::default(),
@@ -120,7 +149,7 @@ impl Metrics {
             server_load: Family::default(),
             server_poll_seconds: Family::default(),
             known_meetings: Gauge::default(),
-            redis_up: Gauge::default(),
+            redis_up: Family::default(),
             scraping: std::sync::Mutex::new(()),
             serving: AtomicBool::new(true),
         };
@@ -132,39 +161,37 @@ impl Metrics {
             })
             .set(1);
         registry.register("tinyscale_build_info", "The running version", build_info);
-        if redis {
-            registry.register(
-                "tinyscale_redis_up",
-                "1 while Redis (shared state of several instances) answers, 0 while it does not",
-                metrics.redis_up.clone(),
-            );
-        }
+        registry.register(
+            "tinyscale_redis_up",
+            "1 while Redis (shared state of several instances) answers, 0 while it does not; no value without Redis",
+            Exported(metrics.redis_up.clone()),
+        );
         registry.register(
             "tinyscale_requests",
             "API requests by call and result (returncode, or messageKey of a failure)",
-            metrics.requests.clone(),
+            Exported(metrics.requests.clone()),
         );
         registry.register_with_unit(
             "tinyscale_request_duration",
             "Time to answer an API request",
             Unit::Seconds,
-            metrics.request_seconds.clone(),
+            Exported(metrics.request_seconds.clone()),
         );
         registry.register_with_unit(
             "tinyscale_backend_request_duration",
             "Time for a BigBlueButton server to answer a call tinyscale made",
             Unit::Seconds,
-            metrics.backend_seconds.clone(),
+            Exported(metrics.backend_seconds.clone()),
         );
         registry.register(
             "tinyscale_backend_errors",
             "Calls to a BigBlueButton server that got no answer (refused, timed out, broken)",
-            metrics.backend_errors.clone(),
+            Exported(metrics.backend_errors.clone()),
         );
         registry.register(
             "tinyscale_reloads",
             "Reloads of the servers file by result (ok, refused)",
-            metrics.reloads.clone(),
+            Exported(metrics.reloads.clone()),
         );
         registry.register(
             "tinyscale_recreated_meetings",
@@ -184,44 +211,50 @@ impl Metrics {
         registry.register(
             "tinyscale_server_up",
             "1 if the server is up (answering polls), 0 if down",
-            metrics.server_up.clone(),
+            Exported(metrics.server_up.clone()),
         );
         registry.register(
             "tinyscale_server_state",
             "1 for the server's configured state (enabled, cordoned, disabled)",
-            metrics.server_state.clone(),
+            Exported(metrics.server_state.clone()),
         );
         registry.register(
             "tinyscale_server_meetings",
             "Meetings on the server at its last good poll",
-            metrics.server_meetings.clone(),
+            Exported(metrics.server_meetings.clone()),
         );
         registry.register(
             "tinyscale_server_participants",
             "Participants on the server at its last good poll",
-            metrics.server_participants.clone(),
+            Exported(metrics.server_participants.clone()),
         );
         registry.register(
             "tinyscale_server_videos",
             "Video streams on the server at its last good poll",
-            metrics.server_videos.clone(),
+            Exported(metrics.server_videos.clone()),
         );
         registry.register(
             "tinyscale_server_load",
             "Load used for placement: participants plus reservations for new meetings, divided by weight",
-            metrics.server_load.clone(),
+            Exported(metrics.server_load.clone()),
         );
         registry.register_with_unit(
             "tinyscale_server_poll_duration",
             "How long the server's last good poll took",
             Unit::Seconds,
-            metrics.server_poll_seconds.clone(),
+            Exported(metrics.server_poll_seconds.clone()),
         );
         registry.register(
             "tinyscale_known_meetings",
             "Meetings whose server tinyscale knows",
             metrics.known_meetings.clone(),
         );
+        // Both results from the start, at 0: Prometheus' increase() and
+        // rate() do not count a series' first sample, so a counter that
+        // appeared at 1 with the first refused reload would never alert.
+        for ok in [true, false] {
+            metrics.reloads.get_or_create(&reload_label(ok)).inc_by(0);
+        }
         Metrics {
             registry,
             ..metrics
@@ -258,12 +291,7 @@ impl Metrics {
     }
 
     pub fn reload(&self, ok: bool) {
-        let result = if ok { "ok" } else { "refused" };
-        self.reloads
-            .get_or_create(&ResultLabel {
-                result: result.into(),
-            })
-            .inc();
+        self.reloads.get_or_create(&reload_label(ok)).inc();
     }
 
     /// One meeting made again from its kept create call.
@@ -327,6 +355,9 @@ impl Metrics {
                     })
                     .set(i64::from(server.spec.state == s));
             }
+            // At 0 before its first error, for the reason given for the
+            // reloads: rate() then sees the first error too.
+            self.backend_errors.get_or_create(&label).inc_by(0);
             let health = server.health();
             self.server_up
                 .get_or_create(&label)
@@ -351,7 +382,9 @@ impl Metrics {
         self.known_meetings
             .set(i64::try_from(state.known_meetings()).unwrap_or(i64::MAX));
         if let Some(redis) = state.redis() {
-            self.redis_up.set(i64::from(redis.is_up()));
+            self.redis_up
+                .get_or_create(&[])
+                .set(i64::from(redis.is_up()));
         }
         let mut text = String::new();
         // Writing to a String cannot fail.
@@ -384,6 +417,12 @@ impl Metrics {
                 ),
             )
         }
+    }
+}
+
+fn reload_label(ok: bool) -> ResultLabel {
+    ResultLabel {
+        result: if ok { "ok" } else { "refused" }.into(),
     }
 }
 
@@ -455,7 +494,7 @@ mod tests {
 
     #[test]
     fn names_follow_prometheus_conventions_and_move_with_traffic() {
-        let metrics = Metrics::new(false);
+        let metrics = Metrics::new();
         let state = State::with_defaults(vec![ServerSpec::new(
             "http://127.0.0.1:1",
             "s",
@@ -491,6 +530,57 @@ mod tests {
         assert_eq!(
             metrics.health(&state),
             (StatusCode::SERVICE_UNAVAILABLE, "stopping\n".into())
+        );
+    }
+
+    #[test]
+    fn a_fresh_instance_exports_every_family_without_redis() {
+        let metrics = Metrics::new();
+        let state = State::with_defaults(vec![ServerSpec::new(
+            "http://127.0.0.1:1",
+            "s",
+            Algorithm::Sha1,
+        )]);
+        let text = metrics.render(&state, 15.0);
+        for family in [
+            "tinyscale_build_info gauge",
+            "tinyscale_redis_up gauge",
+            "tinyscale_requests counter",
+            "tinyscale_request_duration_seconds histogram",
+            "tinyscale_backend_request_duration_seconds histogram",
+            "tinyscale_backend_errors counter",
+            "tinyscale_reloads counter",
+            "tinyscale_recreated_meetings counter",
+            "tinyscale_server_up gauge",
+            "tinyscale_server_state gauge",
+            "tinyscale_server_meetings gauge",
+            "tinyscale_server_participants gauge",
+            "tinyscale_server_videos gauge",
+            "tinyscale_server_load gauge",
+            "tinyscale_server_poll_duration_seconds gauge",
+            "tinyscale_known_meetings gauge",
+        ] {
+            let line = format!("# TYPE {family}");
+            assert!(
+                text.lines().any(|l| l == line),
+                "missing {line:?} in\n{text}"
+            );
+        }
+        // Counters that alerts take the increase of start at 0.
+        for line in [
+            "tinyscale_reloads_total{result=\"ok\"} 0",
+            "tinyscale_reloads_total{result=\"refused\"} 0",
+            "tinyscale_backend_errors_total{server=\"http://127.0.0.1:1\"} 0",
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "missing {line:?} in\n{text}"
+            );
+        }
+        // Without Redis its gauge has no value: a 0 would read as "down".
+        assert!(
+            !text.lines().any(|l| l.starts_with("tinyscale_redis_up")),
+            "{text}"
         );
     }
 }

@@ -87,7 +87,7 @@ impl App {
             let lock_ttl = settings.response_timeout + Duration::from_secs(5);
             state = state.with_redis(Redis::new(url, &settings.redis_prefix, lock_ttl)?);
         }
-        let metrics = Arc::new(Metrics::new(settings.redis_url.is_some()));
+        let metrics = Arc::new(Metrics::new());
         Ok(App {
             router: Router {
                 state: Arc::new(state),
