@@ -338,11 +338,7 @@ impl ApiRequest {
     /// URL query, or the form body that carries the checksum) passed
     /// through `edit` first. `edit` works on bytes, not text: what is not
     /// UTF-8 goes on as it came.
-    pub fn for_server_editing(
-        &self,
-        server: &ServerSpec,
-        edit: Option<&Edit<'_>>,
-    ) -> Outgoing {
+    pub fn for_server_editing(&self, server: &ServerSpec, edit: Option<&Edit<'_>>) -> Outgoing {
         let call = self.call.name();
         match &self.signing {
             Signing::Query(unsigned) => {

@@ -380,7 +380,7 @@ pub async fn receive(kind: Kind, request: Request<Incoming>, at: Receiving<'_>) 
     }
     let refused = |why: Refusal| {
         tracing::warn!(callback = kind.name(), "callback refused: {why}");
-        at.metrics.callback(kind.name(), "refused");
+        at.metrics.callback(kind.name(), "refused", 1);
         text(StatusCode::UNAUTHORIZED, "Unauthorized\n")
     };
     let relayed = match at.relay.check(kind, request.uri().query().unwrap_or("")) {
@@ -417,7 +417,7 @@ pub async fn receive(kind: Kind, request: Request<Incoming>, at: Receiving<'_>) 
                 server = server.name(),
                 "callback refused: {why}"
             );
-            at.metrics.callback(kind.name(), "refused");
+            at.metrics.callback(kind.name(), "refused", 1);
             return text(StatusCode::UNAUTHORIZED, "Unauthorized\n");
         }
     };
@@ -427,7 +427,7 @@ pub async fn receive(kind: Kind, request: Request<Incoming>, at: Receiving<'_>) 
         to = shown_url(&delivery.url),
         "callback accepted; delivering it to the LMS"
     );
-    at.metrics.callback(kind.name(), "accepted");
+    at.metrics.callback(kind.name(), "accepted", 1);
     tokio::spawn(deliver(at.backend.clone(), at.metrics.clone(), delivery));
     text(StatusCode::ACCEPTED, "Accepted\n")
 }
@@ -449,7 +449,7 @@ async fn deliver(backend: Backend, metrics: Arc<Metrics>, delivery: Delivery) {
             .await;
         let why = match result {
             Ok(status) if status.is_success() => {
-                metrics.callback_delivery(kind, "delivered");
+                metrics.callback_delivery(kind, "delivered", 1);
                 tracing::info!(
                     callback = kind,
                     to,
@@ -461,7 +461,7 @@ async fn deliver(backend: Backend, metrics: Arc<Metrics>, delivery: Delivery) {
             Ok(status) => format!("the LMS answered HTTP {}", status.as_u16()),
             Err(e) => format!("the LMS {e}"),
         };
-        metrics.callback_delivery(kind, "failed");
+        metrics.callback_delivery(kind, "failed", 1);
         match DELIVERY_BACKOFF.get(attempt - 1) {
             Some(wait) => {
                 tracing::warn!(
@@ -474,7 +474,7 @@ async fn deliver(backend: Backend, metrics: Arc<Metrics>, delivery: Delivery) {
                 tokio::time::sleep(*wait).await;
             }
             None => {
-                metrics.callback_delivery(kind, "dropped");
+                metrics.callback_delivery(kind, "dropped", 1);
                 tracing::error!(
                     callback = kind,
                     to,

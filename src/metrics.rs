@@ -201,12 +201,12 @@ impl Metrics {
         registry.register(
             "tinyscale_callbacks",
             "Callbacks from the servers to the LMS (recording-ready, analytics) by result (accepted, refused)",
-            metrics.callbacks.clone(),
+            Exported(metrics.callbacks.clone()),
         );
         registry.register(
             "tinyscale_callback_deliveries",
             "Tries to deliver an accepted callback to the LMS by result (delivered, failed: tried again later, dropped: gave up)",
-            metrics.callback_deliveries.clone(),
+            Exported(metrics.callback_deliveries.clone()),
         );
         registry.register(
             "tinyscale_server_up",
@@ -255,6 +255,14 @@ impl Metrics {
         for ok in [true, false] {
             metrics.reloads.get_or_create(&reload_label(ok)).inc_by(0);
         }
+        for kind in ["recording-ready", "analytics"] {
+            for result in ["accepted", "refused"] {
+                metrics.callback(kind, result, 0);
+            }
+            for result in ["delivered", "failed", "dropped"] {
+                metrics.callback_delivery(kind, result, 0);
+            }
+        }
         Metrics {
             registry,
             ..metrics
@@ -300,23 +308,23 @@ impl Metrics {
     }
 
     /// A callback from a server, accepted or refused.
-    pub fn callback(&self, kind: &str, result: &str) {
+    pub fn callback(&self, kind: &str, result: &str, count: u64) {
         self.callbacks
             .get_or_create(&CallbackResult {
                 kind: kind.into(),
                 result: result.into(),
             })
-            .inc();
+            .inc_by(count);
     }
 
     /// One try to deliver a callback to the LMS.
-    pub fn callback_delivery(&self, kind: &str, result: &str) {
+    pub fn callback_delivery(&self, kind: &str, result: &str, count: u64) {
         self.callback_deliveries
             .get_or_create(&CallbackResult {
                 kind: kind.into(),
                 result: result.into(),
             })
-            .inc();
+            .inc_by(count);
     }
 
     /// From now on `/healthz` says the balancer is stopping.
