@@ -18,7 +18,6 @@
 
 use crate::backend::{Backend, BackendError};
 use crate::errors;
-use crate::health;
 use crate::metrics::Metrics;
 use crate::state::{Server, State};
 use crate::upload::BoxError;
@@ -248,7 +247,7 @@ impl Sending {
             // these calls from being read); the poller judges the server.
             Err(e) if e.is_servers_fault() && !matches!(e, BackendError::Timeout(_)) => {
                 self.metrics.backend(server.name(), None);
-                health::note(&self.state, server, Err(e.to_string()));
+                self.state.note(server, Err(e.to_string()));
             }
             Err(_) => {}
         }

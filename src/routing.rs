@@ -19,7 +19,6 @@ use crate::api::{self, ApiRequest, Call, Outgoing};
 use crate::backend::{Answer, Backend, BackendError, Source};
 use crate::errors::{self, ApiError, Body};
 use crate::fanout;
-use crate::health;
 use crate::lists::{Ask, List, MergedList, Sending};
 use crate::metrics::Metrics;
 use crate::pages::{self, Page};
@@ -192,7 +191,7 @@ impl Router {
             Ok(answer) => self.metrics.backend(server.name(), Some(answer.elapsed)),
             Err(e) if e.is_servers_fault() => {
                 self.metrics.backend(server.name(), None);
-                health::note(&self.state, server, Err(e.to_string()));
+                self.state.note(server, Err(e.to_string()));
             }
             Err(_) => {}
         }

@@ -13,11 +13,12 @@ use crate::checksum::Algorithm;
 use crate::config::{self, ServerSpec, Settings};
 use crate::connections::{self, Gate, HeadTimer, Permit, Progress};
 use crate::errors::{self, ApiError, Body};
-use crate::health;
+use crate::health::HealthPolicy;
 use crate::metrics::{self, Metrics};
+use crate::poller;
 use crate::routing::{Outcome, Router};
 use crate::shared::Redis;
-use crate::state::{HealthPolicy, PlacementPolicy, ReloadSummary, State};
+use crate::state::{PlacementPolicy, ReloadSummary, State};
 use crate::upload::{ClientBody, Upload, UploadFailure};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Limited};
@@ -152,7 +153,7 @@ impl App {
             .iter()
             .filter_map(|id| cluster.get(id).cloned())
             .collect();
-        health::probe(state, &self.router.backend, &added, self.poll_timeout).await;
+        poller::probe(state, &self.router.backend, &added, self.poll_timeout).await;
         Ok(summary)
     }
 }
@@ -191,7 +192,7 @@ pub async fn start(
         }
     }
     let cluster = app.router.state.cluster();
-    health::probe(
+    poller::probe(
         &app.router.state,
         &app.router.backend,
         &cluster.list,
@@ -246,7 +247,7 @@ pub async fn run(listeners: Listeners, app: Arc<App>, shutdown: impl Future<Outp
         let stop = until_stopped(stopped.clone());
         tokio::spawn(async move { redis.watch(stop).await });
     }
-    tokio::spawn(health::run_poller(
+    tokio::spawn(poller::run_poller(
         app.router.state.clone(),
         app.router.backend.clone(),
         app.poll_interval,
