@@ -54,15 +54,12 @@ pub struct Outcome {
 }
 
 impl Outcome {
-    /// tinyscale's own answer to a call that failed, in the call's format.
-    pub fn local(error: ApiError, json: bool) -> Outcome {
+    /// tinyscale's own answer to a call that failed, in the format `call`
+    /// answers in (XML when the call is not one tinyscale knows).
+    pub fn local(error: ApiError, call: Option<Call>) -> Outcome {
         Outcome {
             result: error.key().into(),
-            response: if json {
-                error.to_json()
-            } else {
-                error.to_xml()
-            },
+            response: error.to_response(call.is_some_and(Call::answers_json)),
             server: None,
             list: None,
         }
@@ -145,7 +142,7 @@ impl Router {
                 self.text_track_call(&request).await
             }
         };
-        result.unwrap_or_else(|error| Outcome::local(error, call.answers_json()))
+        result.unwrap_or_else(|error| Outcome::local(error, Some(call)))
     }
 
     /// Sends the client's request, re-signed, to one server.
@@ -821,8 +818,8 @@ fn unknown_meeting(call: Call) -> Outcome {
             result: "SUCCESS".into(),
             list: None,
         },
-        Call::SendChatMessage => Outcome::local(ApiError::ChatMeetingNotFound, false),
-        _ => Outcome::local(ApiError::MeetingNotFound, false),
+        Call::SendChatMessage => Outcome::local(ApiError::ChatMeetingNotFound, Some(call)),
+        _ => Outcome::local(ApiError::MeetingNotFound, Some(call)),
     }
 }
 

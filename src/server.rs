@@ -504,7 +504,7 @@ pub async fn handle(app: &App, request: Request<Incoming>) -> Response<Body> {
         Target::Other => return errors::not_found_page(),
         Target::Unsupported(name) => {
             let name = name.to_string();
-            (name, None, Outcome::local(ApiError::Unsupported, false))
+            (name, None, Outcome::local(ApiError::Unsupported, None))
         }
         Target::Api(call) => {
             let (parts, body) = request.into_parts();
@@ -520,7 +520,7 @@ pub async fn handle(app: &App, request: Request<Incoming>) -> Response<Body> {
                                     limit: app.max_body as u64,
                                     variable: "TINYSCALE_MAX_BODY",
                                 },
-                                call.answers_json(),
+                                Some(call),
                             );
                         }
                         Some(UploadFailure::ClientGone) => {
@@ -533,7 +533,7 @@ pub async fn handle(app: &App, request: Request<Incoming>) -> Response<Body> {
                 Err(error) => (
                     call.name().to_string(),
                     None,
-                    Outcome::local(error, call.answers_json()),
+                    Outcome::local(error, Some(call)),
                 ),
             }
         }
