@@ -94,6 +94,7 @@ fn pass_through(answer: Answer) -> Response<Body> {
 }
 
 /// The routing half of the balancer: state plus the client to the servers.
+#[derive(Clone)]
 pub struct Router {
     pub state: Arc<State>,
     pub backend: Backend,

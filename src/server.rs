@@ -37,6 +37,7 @@ use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
 
 /// Everything a request needs, and what the background tasks need.
+#[derive(Clone)]
 pub struct App {
     pub router: Router,
     pub secret: String,
@@ -117,25 +118,9 @@ impl App {
     /// metrics, its own connection pool (a pooled connection belongs to the
     /// thread that opened it, so no answer has to wake another thread).
     fn for_thread(&self) -> App {
-        App {
-            router: Router {
-                state: self.router.state.clone(),
-                backend: self.router.backend.for_another_thread(),
-                metrics: self.metrics.clone(),
-            },
-            secret: self.secret.clone(),
-            algorithms: self.algorithms.clone(),
-            max_body: self.max_body,
-            max_form_body: self.max_form_body,
-            servers_path: self.servers_path.clone(),
-            poll_interval: self.poll_interval,
-            poll_timeout: self.poll_timeout,
-            shutdown_timeout: self.shutdown_timeout,
-            new_meeting_load: self.new_meeting_load,
-            metrics: self.metrics.clone(),
-            threads: self.threads,
-            connections: self.connections,
-        }
+        let mut app = self.clone();
+        app.router.backend = self.router.backend.for_another_thread();
+        app
     }
 
     /// Re-reads the servers file. A valid one takes effect at once (servers
