@@ -9,7 +9,7 @@
 //! What a result means for a server (hysteresis, load) is `health`'s; the
 //! results go in through `state`'s methods, as routing's failed calls do.
 
-use crate::api;
+use crate::api::{self, Call};
 use crate::backend::Backend;
 use crate::config::ServerState;
 use crate::health::Load;
@@ -44,7 +44,7 @@ impl Poll {
 /// says: its meetings, its figures, its health.
 pub async fn poll(state: &State, backend: &Backend, server: &Server, timeout: Duration) -> Poll {
     let started = Instant::now();
-    let uri = api::signed_url(&server.spec, "getMeetings", "");
+    let uri = api::signed_url(&server.spec, Call::GetMeetings, "");
     match tokio::time::timeout(timeout, backend.get(&uri)).await {
         Err(_) => Poll::Unreachable(format!("did not answer within {timeout:?}")),
         Ok(Err(e)) => Poll::Unreachable(e.to_string()),

@@ -569,12 +569,12 @@ impl Router {
     /// nobody joined yet), so then `getMeetingInfo` decides.
     async fn holds(&self, server: &Server, meeting_id: &str) -> Result<bool, BackendError> {
         let query = meeting_query(meeting_id);
-        let uri = api::signed_url(&server.spec, "isMeetingRunning", &query);
+        let uri = api::signed_url(&server.spec, Call::IsMeetingRunning, &query);
         let answer = self.noted(server, self.backend.get(&uri).await)?;
         if xml::field(&answer.body, "running") == Some("true") {
             return Ok(true);
         }
-        let uri = api::signed_url(&server.spec, "getMeetingInfo", &query);
+        let uri = api::signed_url(&server.spec, Call::GetMeetingInfo, &query);
         let answer = self.noted(server, self.backend.get(&uri).await)?;
         Ok(xml::is_success(&answer.body))
     }
@@ -587,7 +587,7 @@ impl Router {
     async fn search(&self, meeting_id: &str) -> Located {
         let query = meeting_query(meeting_id);
         let asks = self.state.cluster().usable().into_iter().map(|server| {
-            let uri = api::signed_url(&server.spec, "getMeetingInfo", &query);
+            let uri = api::signed_url(&server.spec, Call::GetMeetingInfo, &query);
             async move {
                 match self.noted(&server, self.backend.get(&uri).await) {
                     Ok(answer) if xml::is_success(&answer.body) => {
@@ -696,7 +696,7 @@ impl Router {
             form_urlencoded::byte_serialize(joined.as_bytes()).collect::<String>()
         );
         let asks = self.state.cluster().usable().into_iter().map(|server| {
-            let uri = api::signed_url(&server.spec, "getRecordings", &query);
+            let uri = api::signed_url(&server.spec, Call::GetRecordings, &query);
             async move {
                 match self.noted(&server, self.backend.get(&uri).await) {
                     Ok(answer) => {
