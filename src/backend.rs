@@ -8,9 +8,8 @@
 //! The pool is a list of idle HTTP/1.1 connections per server, owned by one
 //! event loop (each loop has its own `Backend`): a request takes the most
 //! recently used idle connection, or opens one, and puts it back when the
-//! answer has been read. hyper-util's general-purpose pool did the same with
-//! three hash-map operations and a waiter queue per request (the README's
-//! performance section has the before and after).
+//! answer has been read. Not hyper-util's general-purpose pool: it does the
+//! same with more work per request (see docs/PERFORMANCE.md).
 
 use crate::upload::{BoxError, OutBody, Upload, UploadFailure};
 use bytes::Bytes;
