@@ -627,15 +627,7 @@ impl Router {
                 Ask { server, uri, body }
             })
             .collect();
-        let sending = Sending {
-            backend: self.backend.clone(),
-            state: self.state.clone(),
-            metrics: self.metrics.clone(),
-            method: request.method.clone(),
-            content_type: request.content_type.clone(),
-            call: request.call.name(),
-        };
-        let merged = MergedList::new(list, asks, sending, cluster.list.len());
+        let merged = MergedList::new(list, asks, self.sending(request), cluster.list.len());
         Outcome {
             // Its body is the merged list, put in when the answer is sent.
             response: errors::xml_response(bytes::Bytes::new()),
@@ -651,15 +643,7 @@ impl Router {
     /// [`pages::MAX_LIMIT`] recordings.
     async fn recordings_page(&self, request: &ApiRequest, page: Page) -> Outcome {
         let cluster = self.state.cluster();
-        let sending = Sending {
-            backend: self.backend.clone(),
-            state: self.state.clone(),
-            metrics: self.metrics.clone(),
-            method: request.method.clone(),
-            content_type: request.content_type.clone(),
-            call: request.call.name(),
-        };
-        let sending = &sending;
+        let sending = &self.sending(request);
         let servers = cluster.usable();
         let parts = fanout::join_all(servers.into_iter().map(|server| {
             let ask = {
@@ -685,6 +669,18 @@ impl Router {
             response: errors::xml_response(body),
             server: Some(format!("{merged} of {}", cluster.list.len())),
             list: None,
+        }
+    }
+
+    /// What each server's part of a merged list or page is sent with.
+    fn sending(&self, request: &ApiRequest) -> Sending {
+        Sending {
+            backend: self.backend.clone(),
+            state: self.state.clone(),
+            metrics: self.metrics.clone(),
+            method: request.method.clone(),
+            content_type: request.content_type.clone(),
+            call: request.call.name(),
         }
     }
 
