@@ -11,7 +11,8 @@
 //! answer has been read. Not hyper-util's general-purpose pool: it does the
 //! same with more work per request (see docs/PERFORMANCE.md).
 
-use crate::upload::{BoxError, OutBody, Upload, UploadFailure};
+use crate::body::{BoxError, HeldOr};
+use crate::upload::{OutBody, Upload, UploadFailure};
 use bytes::Bytes;
 use http_body::{Body as _, Frame};
 use http_body_util::{BodyExt, Limited};
@@ -397,7 +398,7 @@ impl Backend {
     ) -> Result<(hyper::http::response::Parts, Incoming, Sender), BackendError> {
         let mut unsent: Option<OutBody> = None;
         let give_back = |body: Option<OutBody>| {
-            if let (Some(OutBody::Client(body)), Source::Upload(slot)) = (body, &source) {
+            if let (Some(HeldOr::Stream(body)), Source::Upload(slot)) = (body, &source) {
                 slot.give_back(body);
             }
         };
@@ -422,9 +423,9 @@ impl Backend {
             let body = match unsent.take() {
                 Some(body) => body,
                 None => match &source {
-                    Source::Bytes(bytes) => OutBody::bytes(bytes.clone()),
+                    Source::Bytes(bytes) => OutBody::whole(bytes.clone()),
                     Source::Upload(slot) => {
-                        OutBody::Client(slot.take().ok_or(BackendError::UploadSpent)?)
+                        HeldOr::Stream(slot.take().ok_or(BackendError::UploadSpent)?)
                     }
                 },
             };

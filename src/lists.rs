@@ -17,10 +17,10 @@
 //! [`LIST_CALLS_PER_SERVER`]: crate::state::LIST_CALLS_PER_SERVER
 
 use crate::backend::{Backend, BackendError};
+use crate::body::BoxError;
 use crate::errors;
 use crate::metrics::Metrics;
 use crate::state::{Server, State};
-use crate::upload::BoxError;
 use crate::xml;
 use bytes::Bytes;
 use http_body::{Body, Frame};
