@@ -300,7 +300,7 @@ impl ApiRequest {
             Signing::Query(unsigned) => {
                 let unsigned = String::from_utf8_lossy(&without(unsigned.as_bytes())).into_owned();
                 Outgoing {
-                    uri: signed_url(server, call, &unsigned),
+                    uri: signed_url(server, self.call, &unsigned),
                     body: self.body.clone(),
                 }
             }
@@ -352,7 +352,7 @@ impl ApiRequest {
                     None => std::borrow::Cow::Borrowed(unsigned.as_str()),
                 };
                 Outgoing {
-                    uri: signed_url(server, call, &unsigned),
+                    uri: signed_url(server, self.call, &unsigned),
                     body: self.body.clone(),
                 }
             }
@@ -444,7 +444,8 @@ pub struct Outgoing {
 /// signed for `server`. For the client's own query, and for the calls
 /// tinyscale makes on its own behalf (owner search, recording lookup),
 /// whose query we build and encode ourselves.
-pub fn signed_url(server: &ServerSpec, call: &str, query: &str) -> String {
+pub fn signed_url(server: &ServerSpec, call: Call, query: &str) -> String {
+    let call = call.name();
     let root = server.api_root();
     let mut uri = String::with_capacity(root.len() + call.len() + 1);
     uri.push_str(root);

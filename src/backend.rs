@@ -8,11 +8,11 @@
 //! The pool is a list of idle HTTP/1.1 connections per server, owned by one
 //! event loop (each loop has its own `Backend`): a request takes the most
 //! recently used idle connection, or opens one, and puts it back when the
-//! answer has been read. hyper-util's general-purpose pool did the same with
-//! three hash-map operations and a waiter queue per request (the README's
-//! performance section has the before and after).
+//! answer has been read. Not hyper-util's general-purpose pool: it does the
+//! same with more work per request (see docs/PERFORMANCE.md).
 
-use crate::upload::{BoxError, OutBody, Upload, UploadFailure};
+use crate::body::{BoxError, HeldOr};
+use crate::upload::{OutBody, Upload, UploadFailure};
 use bytes::Bytes;
 use http_body::{Body as _, Frame};
 use http_body_util::{BodyExt, Limited};
@@ -430,7 +430,7 @@ impl Backend {
     ) -> Result<(hyper::http::response::Parts, Incoming, Sender), BackendError> {
         let mut unsent: Option<OutBody> = None;
         let give_back = |body: Option<OutBody>| {
-            if let (Some(OutBody::Client(body)), Source::Upload(slot)) = (body, &source) {
+            if let (Some(HeldOr::Stream(body)), Source::Upload(slot)) = (body, &source) {
                 slot.give_back(body);
             }
         };
@@ -455,9 +455,9 @@ impl Backend {
             let body = match unsent.take() {
                 Some(body) => body,
                 None => match &source {
-                    Source::Bytes(bytes) => OutBody::bytes(bytes.clone()),
+                    Source::Bytes(bytes) => OutBody::whole(bytes.clone()),
                     Source::Upload(slot) => {
-                        OutBody::Client(slot.take().ok_or(BackendError::UploadSpent)?)
+                        HeldOr::Stream(slot.take().ok_or(BackendError::UploadSpent)?)
                     }
                 },
             };

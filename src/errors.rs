@@ -84,6 +84,12 @@ impl ApiError {
         }
     }
 
+    /// The answer to a call that failed: JSON for the calls that answer in
+    /// JSON (the recording text tracks), else BBB's XML.
+    pub fn to_response(&self, json: bool) -> Response<Body> {
+        if json { self.to_json() } else { self.to_xml() }
+    }
+
     /// BBB's XML error answer, HTTP 200 (413 for a body too large).
     pub fn to_xml(&self) -> Response<Body> {
         self.answer(

@@ -25,7 +25,8 @@
 //! - [`xml`]: reading and merging BBB answers (pure);
 //! - [`errors`]: tinyscale's own answers, as BBB XML/JSON;
 //! - [`config`]: environment and servers.json;
-//! - [`health`]: start-up probe, poller, up/down hysteresis, load figures;
+//! - [`health`]: up/down hysteresis and load figures of a server (pure);
+//! - [`poller`]: start-up probe and background polls of every server;
 //! - [`metrics`]: Prometheus `/metrics` and `/healthz`, on their own address;
 //! - [`logging`]: log lines to stderr, text or JSON;
 //! - [`cli`]: subcommands and flags; [`status`]: `status` and `check`;
@@ -50,6 +51,7 @@ pub mod meetings;
 pub mod metrics;
 pub mod pages;
 pub mod placement;
+pub mod poller;
 pub mod recreate;
 pub mod routing;
 pub mod server;

@@ -17,11 +17,10 @@
 //! [`LIST_CALLS_PER_SERVER`]: crate::state::LIST_CALLS_PER_SERVER
 
 use crate::backend::{Backend, BackendError};
+use crate::body::BoxError;
 use crate::errors;
-use crate::health;
 use crate::metrics::Metrics;
 use crate::state::{Server, State};
-use crate::upload::BoxError;
 use crate::xml;
 use bytes::Bytes;
 use http_body::{Body, Frame};
@@ -248,7 +247,7 @@ impl Sending {
             // these calls from being read); the poller judges the server.
             Err(e) if e.is_servers_fault() && !matches!(e, BackendError::Timeout(_)) => {
                 self.metrics.backend(server.name(), None);
-                health::note(&self.state, server, Err(e.to_string()));
+                self.state.note(server, Err(e.to_string()));
             }
             Err(_) => {}
         }

@@ -4,9 +4,10 @@
 //! The text format is tracing-subscriber's own (`2026-11-26T14:00:45.462750Z
 //!  INFO request call="join" …`, no colours unless stderr is a terminal), but
 //! written by [`TextLine`]: tinyscale logs one line per request, and the
-//! stock formatter spent about a sixth of a proxied call's instructions on
-//! it. JSON lines are left to tracing-subscriber. Does not decide *what* is
-//! logged (each module does; `server` writes the request line).
+//! stock formatter was a large part of a call's cost (see
+//! docs/PERFORMANCE.md). JSON lines are left to tracing-subscriber. Does not
+//! decide *what* is logged (each module does; `server` writes the request
+//! line).
 
 use crate::config::LogFormat;
 use std::fmt::{self, Write as _};

@@ -532,7 +532,7 @@ mod tests {
             );
         }
         assert_eq!(metrics.health(&state).0, StatusCode::SERVICE_UNAVAILABLE);
-        state.cluster().list[0].health().mark_up_after_probe();
+        state.mark_up(&state.cluster().list[0]);
         assert_eq!(metrics.health(&state).0, StatusCode::OK);
         metrics.stopping();
         assert_eq!(

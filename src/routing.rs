@@ -20,7 +20,6 @@ use crate::backend::{Answer, Backend, BackendError, Source};
 use crate::callbacks::Relay;
 use crate::errors::{self, ApiError, Body};
 use crate::fanout;
-use crate::health;
 use crate::lists::{Ask, List, MergedList, Sending};
 use crate::metrics::Metrics;
 use crate::pages::{self, Page};
@@ -56,15 +55,12 @@ pub struct Outcome {
 }
 
 impl Outcome {
-    /// tinyscale's own answer to a call that failed, in the call's format.
-    pub fn local(error: ApiError, json: bool) -> Outcome {
+    /// tinyscale's own answer to a call that failed, in the format `call`
+    /// answers in (XML when the call is not one tinyscale knows).
+    pub fn local(error: ApiError, call: Option<Call>) -> Outcome {
         Outcome {
             result: error.key().into(),
-            response: if json {
-                error.to_json()
-            } else {
-                error.to_xml()
-            },
+            response: error.to_response(call.is_some_and(Call::answers_json)),
             server: None,
             list: None,
         }
@@ -99,6 +95,7 @@ fn pass_through(answer: Answer) -> Response<Body> {
 }
 
 /// The routing half of the balancer: state plus the client to the servers.
+#[derive(Clone)]
 pub struct Router {
     pub state: Arc<State>,
     pub backend: Backend,
@@ -149,7 +146,7 @@ impl Router {
                 self.text_track_call(&request).await
             }
         };
-        result.unwrap_or_else(|error| Outcome::local(error, call.answers_json()))
+        result.unwrap_or_else(|error| Outcome::local(error, Some(call)))
     }
 
     /// Sends the client's request, re-signed, to one server.
@@ -200,7 +197,7 @@ impl Router {
             Ok(answer) => self.metrics.backend(server.name(), Some(answer.elapsed)),
             Err(e) if e.is_servers_fault() => {
                 self.metrics.backend(server.name(), None);
-                health::note(&self.state, server, Err(e.to_string()));
+                self.state.note(server, Err(e.to_string()));
             }
             Err(_) => {}
         }
@@ -580,12 +577,12 @@ impl Router {
     /// nobody joined yet), so then `getMeetingInfo` decides.
     async fn holds(&self, server: &Server, meeting_id: &str) -> Result<bool, BackendError> {
         let query = meeting_query(meeting_id);
-        let uri = api::signed_url(&server.spec, "isMeetingRunning", &query);
+        let uri = api::signed_url(&server.spec, Call::IsMeetingRunning, &query);
         let answer = self.noted(server, self.backend.get(&uri).await)?;
         if xml::field(&answer.body, "running") == Some("true") {
             return Ok(true);
         }
-        let uri = api::signed_url(&server.spec, "getMeetingInfo", &query);
+        let uri = api::signed_url(&server.spec, Call::GetMeetingInfo, &query);
         let answer = self.noted(server, self.backend.get(&uri).await)?;
         Ok(xml::is_success(&answer.body))
     }
@@ -598,7 +595,7 @@ impl Router {
     async fn search(&self, meeting_id: &str) -> Located {
         let query = meeting_query(meeting_id);
         let asks = self.state.cluster().usable().into_iter().map(|server| {
-            let uri = api::signed_url(&server.spec, "getMeetingInfo", &query);
+            let uri = api::signed_url(&server.spec, Call::GetMeetingInfo, &query);
             async move {
                 match self.noted(&server, self.backend.get(&uri).await) {
                     Ok(answer) if xml::is_success(&answer.body) => {
@@ -638,15 +635,7 @@ impl Router {
                 Ask { server, uri, body }
             })
             .collect();
-        let sending = Sending {
-            backend: self.backend.clone(),
-            state: self.state.clone(),
-            metrics: self.metrics.clone(),
-            method: request.method.clone(),
-            content_type: request.content_type.clone(),
-            call: request.call.name(),
-        };
-        let merged = MergedList::new(list, asks, sending, cluster.list.len());
+        let merged = MergedList::new(list, asks, self.sending(request), cluster.list.len());
         Outcome {
             // Its body is the merged list, put in when the answer is sent.
             response: errors::xml_response(bytes::Bytes::new()),
@@ -662,15 +651,7 @@ impl Router {
     /// [`pages::MAX_LIMIT`] recordings.
     async fn recordings_page(&self, request: &ApiRequest, page: Page) -> Outcome {
         let cluster = self.state.cluster();
-        let sending = Sending {
-            backend: self.backend.clone(),
-            state: self.state.clone(),
-            metrics: self.metrics.clone(),
-            method: request.method.clone(),
-            content_type: request.content_type.clone(),
-            call: request.call.name(),
-        };
-        let sending = &sending;
+        let sending = &self.sending(request);
         let servers = cluster.usable();
         let parts = fanout::join_all(servers.into_iter().map(|server| {
             let ask = {
@@ -699,6 +680,18 @@ impl Router {
         }
     }
 
+    /// What each server's part of a merged list or page is sent with.
+    fn sending(&self, request: &ApiRequest) -> Sending {
+        Sending {
+            backend: self.backend.clone(),
+            state: self.state.clone(),
+            metrics: self.metrics.clone(),
+            method: request.method.clone(),
+            content_type: request.content_type.clone(),
+            call: request.call.name(),
+        }
+    }
+
     /// Which servers have which of `ids` (exact match), asked of all at once.
     async fn find_recordings(&self, ids: &[String]) -> Vec<(Arc<Server>, Vec<String>)> {
         let joined = ids.join(",");
@@ -707,7 +700,7 @@ impl Router {
             form_urlencoded::byte_serialize(joined.as_bytes()).collect::<String>()
         );
         let asks = self.state.cluster().usable().into_iter().map(|server| {
-            let uri = api::signed_url(&server.spec, "getRecordings", &query);
+            let uri = api::signed_url(&server.spec, Call::GetRecordings, &query);
             async move {
                 match self.noted(&server, self.backend.get(&uri).await) {
                     Ok(answer) => {
@@ -830,8 +823,8 @@ fn unknown_meeting(call: Call) -> Outcome {
             result: "SUCCESS".into(),
             list: None,
         },
-        Call::SendChatMessage => Outcome::local(ApiError::ChatMeetingNotFound, false),
-        _ => Outcome::local(ApiError::MeetingNotFound, false),
+        Call::SendChatMessage => Outcome::local(ApiError::ChatMeetingNotFound, Some(call)),
+        _ => Outcome::local(ApiError::MeetingNotFound, Some(call)),
     }
 }
 

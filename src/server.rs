@@ -14,11 +14,12 @@ use crate::checksum::Algorithm;
 use crate::config::{self, ServerSpec, Settings};
 use crate::connections::{self, Gate, HeadTimer, Permit, Progress};
 use crate::errors::{self, ApiError, Body};
-use crate::health;
+use crate::health::HealthPolicy;
 use crate::metrics::{self, Metrics};
+use crate::poller;
 use crate::routing::{Outcome, Router};
 use crate::shared::Redis;
-use crate::state::{HealthPolicy, PlacementPolicy, ReloadSummary, State};
+use crate::state::{PlacementPolicy, ReloadSummary, State};
 use crate::upload::{ClientBody, Upload, UploadFailure};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Limited};
@@ -37,6 +38,7 @@ use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
 
 /// Everything a request needs, and what the background tasks need.
+#[derive(Clone)]
 pub struct App {
     pub router: Router,
     pub secret: String,
@@ -121,26 +123,9 @@ impl App {
     /// metrics, its own connection pool (a pooled connection belongs to the
     /// thread that opened it, so no answer has to wake another thread).
     fn for_thread(&self) -> App {
-        App {
-            router: Router {
-                state: self.router.state.clone(),
-                backend: self.router.backend.for_another_thread(),
-                metrics: self.metrics.clone(),
-                relay: self.router.relay.clone(),
-            },
-            secret: self.secret.clone(),
-            algorithms: self.algorithms.clone(),
-            max_body: self.max_body,
-            max_form_body: self.max_form_body,
-            servers_path: self.servers_path.clone(),
-            poll_interval: self.poll_interval,
-            poll_timeout: self.poll_timeout,
-            shutdown_timeout: self.shutdown_timeout,
-            new_meeting_load: self.new_meeting_load,
-            metrics: self.metrics.clone(),
-            threads: self.threads,
-            connections: self.connections,
-        }
+        let mut app = self.clone();
+        app.router.backend = self.router.backend.for_another_thread();
+        app
     }
 
     /// What a callback from a server needs (see `callbacks`).
@@ -170,7 +155,7 @@ impl App {
             .iter()
             .filter_map(|id| cluster.get(id).cloned())
             .collect();
-        health::probe(state, &self.router.backend, &added, self.poll_timeout).await;
+        poller::probe(state, &self.router.backend, &added, self.poll_timeout).await;
         Ok(summary)
     }
 }
@@ -209,7 +194,7 @@ pub async fn start(
         }
     }
     let cluster = app.router.state.cluster();
-    health::probe(
+    poller::probe(
         &app.router.state,
         &app.router.backend,
         &cluster.list,
@@ -264,7 +249,7 @@ pub async fn run(listeners: Listeners, app: Arc<App>, shutdown: impl Future<Outp
         let stop = until_stopped(stopped.clone());
         tokio::spawn(async move { redis.watch(stop).await });
     }
-    tokio::spawn(health::run_poller(
+    tokio::spawn(poller::run_poller(
         app.router.state.clone(),
         app.router.backend.clone(),
         app.poll_interval,
@@ -526,7 +511,7 @@ pub async fn handle(app: &App, request: Request<Incoming>) -> Response<Body> {
         }
         Target::Unsupported(name) => {
             let name = name.to_string();
-            (name, None, Outcome::local(ApiError::Unsupported, false))
+            (name, None, Outcome::local(ApiError::Unsupported, None))
         }
         Target::Api(call) => {
             let (parts, body) = request.into_parts();
@@ -542,7 +527,7 @@ pub async fn handle(app: &App, request: Request<Incoming>) -> Response<Body> {
                                     limit: app.max_body as u64,
                                     variable: "TINYSCALE_MAX_BODY",
                                 },
-                                call.answers_json(),
+                                Some(call),
                             );
                         }
                         Some(UploadFailure::ClientGone) => {
@@ -555,7 +540,7 @@ pub async fn handle(app: &App, request: Request<Incoming>) -> Response<Body> {
                 Err(error) => (
                     call.name().to_string(),
                     None,
-                    Outcome::local(error, call.answers_json()),
+                    Outcome::local(error, Some(call)),
                 ),
             }
         }

@@ -7,11 +7,11 @@
 //! only costs a search. Everything here is synchronous and quick: no lock is
 //! held across an `.await` except a create's own per-meeting lock. A later
 //! issue moves the meeting map to a shared store; callers only see these
-//! methods. Deciding *when* to poll is `health`'s; choosing among servers is
-//! `placement`'s.
+//! methods. Deciding *when* to poll is `poller`'s, what a poll means for a
+//! server `health`'s; choosing among servers is `placement`'s.
 
 use crate::config::{ServerSpec, ServerState, Strategy};
-use crate::health::{Health, Transition};
+use crate::health::{Health, HealthPolicy, Load, Transition};
 use crate::meetings::Meetings;
 use crate::placement::{self, Candidate, NoServerWithTag, ServerTag};
 use crate::recreate::{self, KeptCreate, StaleCopies};
@@ -42,7 +42,13 @@ impl Server {
         &self.spec.base
     }
 
-    pub fn health(&self) -> MutexGuard<'_, Health> {
+    /// Its health as of now, a copy: changes go through [`State`]'s
+    /// methods.
+    pub fn health(&self) -> Health {
+        self.lock_health().clone()
+    }
+
+    fn lock_health(&self) -> MutexGuard<'_, Health> {
         lock(&self.health)
     }
 
@@ -58,12 +64,12 @@ impl Server {
 
     /// Up, and not disabled: calls for its meetings may be sent to it.
     pub fn is_usable(&self) -> bool {
-        self.spec.state != ServerState::Disabled && self.health().up
+        self.spec.state != ServerState::Disabled && self.lock_health().up
     }
 
     /// Usable and enabled: it may get new meetings.
     pub fn takes_new_meetings(&self) -> bool {
-        self.spec.state == ServerState::Enabled && self.health().up
+        self.spec.state == ServerState::Enabled && self.lock_health().up
     }
 }
 
@@ -98,13 +104,6 @@ pub struct ReloadSummary {
     pub added: Vec<String>,
     pub removed: Vec<String>,
     pub changed: Vec<String>,
-}
-
-/// Health rules: how many polls in a row flip a server.
-#[derive(Clone, Copy, Debug)]
-pub struct HealthPolicy {
-    pub down_after: u32,
-    pub up_after: u32,
 }
 
 /// How new meetings are placed.
@@ -531,7 +530,7 @@ impl State {
             }
         }
         log_stale(&noted);
-        server.health().clear_reservations_before(started);
+        server.lock_health().clear_reservations_before(started);
         if let Some(redis) = &self.shared {
             let started_ms = shared::unix_ms().saturating_sub(started.elapsed().as_millis() as u64);
             redis
@@ -541,10 +540,44 @@ impl State {
         }
     }
 
-    /// Counts a poll or call result towards the server's health; returns the
-    /// change of state, if this result made one.
-    pub fn record(&self, server: &Server, result: Result<(), String>) -> Option<Transition> {
-        server.health().record(result, self.health_policy)
+    /// Counts a poll or call result towards the server's health, and logs a
+    /// change of state, once, when it happens.
+    pub fn note(&self, server: &Server, result: Result<(), String>) {
+        let transition = server.lock_health().record(result, self.health_policy);
+        match transition {
+            Some(Transition::Down(why)) => {
+                tracing::warn!(server = server.name(), "server went down: {why}")
+            }
+            Some(Transition::Up) => tracing::info!(server = server.name(), "server is up again"),
+            None => {}
+        }
+    }
+
+    /// The server answered the start-up probe: it is up from now on.
+    pub fn mark_up(&self, server: &Server) {
+        server.lock_health().mark_up_after_probe();
+    }
+
+    /// Takes in the figures of a good poll, and how long it took.
+    pub fn take_figures(&self, server: &Server, load: Load, latency: Duration) {
+        let mut health = server.lock_health();
+        health.load = load;
+        health.latency = Some(latency);
+    }
+
+    /// The BBB version the server reported.
+    pub fn set_version(&self, server: &Server, version: Option<String>) {
+        server.lock_health().version = version;
+    }
+
+    /// Marks a poll of the server as under way; false when one already is
+    /// (a slow server is not polled twice at once).
+    pub fn begin_poll(&self, server: &Server) -> bool {
+        server.lock_health().begin_poll()
+    }
+
+    pub fn end_poll(&self, server: &Server) {
+        server.lock_health().end_poll();
     }
 
     /// The servers a new meeting should try, best first, with load reserved
@@ -562,7 +595,7 @@ impl State {
         let candidates: Vec<Candidate> = pool
             .iter()
             .map(|s| {
-                let health = s.health();
+                let health = s.lock_health();
                 Candidate {
                     load: health.load(self.placement.new_meeting_load),
                     weight: s.spec.weight,
@@ -581,7 +614,7 @@ impl State {
         };
         let ordered: Vec<Arc<Server>> = order.into_iter().map(|i| pool[i].clone()).collect();
         if let Some(first) = ordered.first() {
-            first.health().reserve();
+            first.lock_health().reserve();
         }
         Ok(ordered)
     }
@@ -625,7 +658,7 @@ impl State {
             Strategy::LeastLoaded => {
                 let polled: Vec<(u64, f64)> = eligible
                     .iter()
-                    .map(|s| (s.health().load.participants, s.spec.weight))
+                    .map(|s| (s.lock_health().load.participants, s.spec.weight))
                     .collect();
                 let asked: Vec<(&str, u64, f64)> = eligible
                     .iter()
@@ -648,7 +681,7 @@ impl State {
         let ordered: Vec<Arc<Server>> = order.into_iter().map(|i| eligible[i].clone()).collect();
         if let Some(first) = ordered.first() {
             // Kept here too, for the time Redis may be away.
-            first.health().reserve();
+            first.lock_health().reserve();
         }
         Some(ordered)
     }
@@ -656,7 +689,7 @@ impl State {
     /// Moves a reservation to `server` when the first choice could not be
     /// reached and the create went on to the next.
     pub async fn reserve(&self, server: &Server) {
-        server.health().reserve();
+        server.lock_health().reserve();
         if let Some(redis) = &self.shared {
             redis.reserve(&server.id).await;
         }
@@ -842,7 +875,7 @@ mod tests {
 
     fn up(state: &State) {
         for server in &state.cluster().list {
-            server.health().mark_up_after_probe();
+            state.mark_up(server);
         }
     }
 

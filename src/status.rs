@@ -2,12 +2,13 @@
 //! live, without a running daemon, and say what was found.
 //!
 //! Owns only the survey and its presentation; the asking is the poller's own
-//! `health::poll`, so the tools see exactly what the daemon would.
+//! `poller::poll`, so the tools see exactly what the daemon would.
 
 use crate::backend::Backend;
 use crate::config::{self, ServerState, Settings};
-use crate::health::{self, Poll};
-use crate::state::{HealthPolicy, PlacementPolicy, State};
+use crate::health::HealthPolicy;
+use crate::poller::{self, Poll};
+use crate::state::{PlacementPolicy, State};
 use serde::Serialize;
 use std::fmt::Write as _;
 use std::sync::Arc;
@@ -71,7 +72,7 @@ pub async fn survey(settings: &Settings, specs: Vec<config::ServerSpec>) -> Vec<
         asks.spawn(async move {
             (
                 index,
-                health::poll(&state, &backend, &server, timeout).await,
+                poller::poll(&state, &backend, &server, timeout).await,
             )
         });
     }

@@ -17,6 +17,7 @@
 //! `Content-Length` check before reading (see `server`) or where the body
 //! goes (see `routing`).
 
+use crate::body::{BoxError, HeldOr};
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
@@ -24,8 +25,6 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
-
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// What became of an upload, seen from the request that owns it.
 #[derive(Debug)]
@@ -268,52 +267,14 @@ impl std::fmt::Debug for Upload {
 
 /// The body of a request to a server: bytes tinyscale holds (none, a form,
 /// a small body), or a client's upload streaming through.
-pub enum OutBody {
-    Bytes(Option<Bytes>),
-    Client(ClientBody),
-}
+pub type OutBody = HeldOr<ClientBody>;
 
 impl OutBody {
-    pub fn bytes(bytes: Bytes) -> OutBody {
-        OutBody::Bytes((!bytes.is_empty()).then_some(bytes))
-    }
-
     /// The upload's state, when this is one.
     pub(crate) fn upload_state(&self) -> Option<Arc<UploadState>> {
         match self {
-            OutBody::Client(c) => Some(c.state.clone()),
-            OutBody::Bytes(_) => None,
-        }
-    }
-}
-
-impl Body for OutBody {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        match self.get_mut() {
-            OutBody::Bytes(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
-            OutBody::Client(body) => Pin::new(body).poll_frame(cx),
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        match self {
-            OutBody::Bytes(bytes) => bytes.is_none(),
-            OutBody::Client(body) => body.is_end_stream(),
-        }
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        match self {
-            OutBody::Bytes(bytes) => {
-                SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64))
-            }
-            OutBody::Client(body) => body.size_hint(),
+            HeldOr::Stream(c) => Some(c.state.clone()),
+            HeldOr::Whole(_) => None,
         }
     }
 }

@@ -348,22 +348,10 @@ async fn a_create_racing_a_poll_keeps_its_meeting() {
 async fn polls_teach_where_meetings_are() {
     let cluster = Cluster::start_with(3, &[("TINYSCALE_POLL_INTERVAL", "0.05")]).await;
     // Created behind tinyscale's back, then seen by a poll.
-    let query = "name=Elsewhere&meetingID=seen-by-poll";
-    assert_eq!(
-        direct(&cluster.sims[2], "create", query).await.returncode(),
-        Some("SUCCESS")
-    );
-    let third = cluster.sims[2].url();
-    let polled = cluster.lb.count_lines(&["polled", &third]);
-    assert!(
-        cluster
-            .lb
-            .wait_for_lines(&["polled", &third], polled + 2)
-            .await
-    );
-    for sim in &cluster.sims {
-        sim.clear_requests();
-    }
+    cluster
+        .create_behind_its_back(2, "name=Elsewhere&meetingID=seen-by-poll")
+        .await;
+    cluster.clear_requests();
     let reply = cluster
         .call("getMeetingInfo", "meetingID=seen-by-poll")
         .await;

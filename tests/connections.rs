@@ -56,6 +56,43 @@ fn statuses(text: &str) -> Vec<u16> {
         .collect()
 }
 
+/// One simulated server behind tinyscale with these idle and head
+/// timeouts (seconds).
+async fn with_timeouts(idle: &str, head: &str) -> Cluster {
+    let env = [
+        ("TINYSCALE_IDLE_TIMEOUT", idle),
+        ("TINYSCALE_HEADER_TIMEOUT", head),
+    ];
+    Cluster::start_with(1, &env).await
+}
+
+/// Asks for the API root on `stream` and asserts it is answered.
+async fn root_answered(stream: &mut TcpStream) {
+    stream.write_all(ROOT.as_bytes()).await.unwrap();
+    assert_eq!(answer(stream).await.0, 200);
+}
+
+/// One simulated server and a servers.json naming it, for a tinyscale
+/// started by hand: the server (to be kept running) and the file's path.
+async fn one_server() -> (Vec<SimHandle>, String) {
+    let sims = Cluster::sims(1).await;
+    let file = scratch_dir().join("servers.json");
+    write_servers(&file, vec![entry(&sims, 0)]);
+    (sims, file.to_string_lossy().into_owned())
+}
+
+/// tinyscale answers a getMeetings.
+async fn assert_serves(lb: &Balancer) {
+    let query = signed(
+        "getMeetings",
+        "",
+        SECRET,
+        tinyscale::checksum::Algorithm::Sha1,
+    );
+    let reply = get(&format!("{}getMeetings?{query}", lb.api())).await;
+    assert_eq!(reply.returncode(), Some("SUCCESS"), "{}", reply.body);
+}
+
 /// One answer on a keep-alive connection: status and body.
 async fn answer(stream: &mut TcpStream) -> (u16, String) {
     let exchange = async {
@@ -237,18 +274,10 @@ async fn control_bytes_in_heads_are_refused_below_500_or_closed() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn idle_keep_alive_connections_are_closed() {
-    let cluster = Cluster::start_with(
-        1,
-        &[
-            ("TINYSCALE_IDLE_TIMEOUT", "0.5"),
-            ("TINYSCALE_HEADER_TIMEOUT", "60"),
-        ],
-    )
-    .await;
+    let cluster = with_timeouts("0.5", "60").await;
     // After an answer…
     let mut used = connect(&cluster.lb).await;
-    used.write_all(ROOT.as_bytes()).await.unwrap();
-    assert_eq!(answer(&mut used).await.0, 200);
+    root_answered(&mut used).await;
     assert_eq!(until_closed(&mut used).await, "");
     // …and before any request.
     let mut unused = connect(&cluster.lb).await;
@@ -257,23 +286,14 @@ async fn idle_keep_alive_connections_are_closed() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn slow_heads_are_closed_but_idle_connections_wait() {
-    let cluster = Cluster::start_with(
-        1,
-        &[
-            ("TINYSCALE_IDLE_TIMEOUT", "60"),
-            ("TINYSCALE_HEADER_TIMEOUT", "0.5"),
-        ],
-    )
-    .await;
+    let cluster = with_timeouts("60", "0.5").await;
     let mut stream = connect(&cluster.lb).await;
-    stream.write_all(ROOT.as_bytes()).await.unwrap();
-    assert_eq!(answer(&mut stream).await.0, 200);
+    root_answered(&mut stream).await;
     // Idle for several head timeouts: a keep-alive connection is not a
     // slow head. (Absence cannot be waited for; the pause only has to be
     // longer than the head timeout.)
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    stream.write_all(ROOT.as_bytes()).await.unwrap();
-    assert_eq!(answer(&mut stream).await.0, 200);
+    root_answered(&mut stream).await;
 
     // A head sent a byte at a time, each well within the head timeout, is
     // still closed when the whole head takes longer.
@@ -318,17 +338,10 @@ async fn holds_1500_idle_connections_and_still_answers() {
         eprintln!("the hard open-files limit is too low for this test: skipped");
         return;
     }
-    let sims = Cluster::sims(1).await;
-    let file = scratch_dir().join("servers.json");
-    write_servers(&file, vec![entry(&sims, 0)]);
+    let (_sims, file) = one_server().await;
     // Started with the usual soft limit of 1024: tinyscale has to raise it.
-    let lb = Balancer::start_with_open_files(
-        &[
-            ("TINYSCALE_SECRET", SECRET),
-            ("TINYSCALE_SERVERS", file.to_str().unwrap()),
-        ],
-        1024,
-    );
+    let env = [("TINYSCALE_SECRET", SECRET), ("TINYSCALE_SERVERS", &file)];
+    let lb = Balancer::start_with_open_files(&env, 1024);
     assert!(lb.wait_for_log("open-files limit raised from 1024").await);
     let before = lb.open_fds();
     let mut idle = Vec::new();
@@ -345,32 +358,21 @@ async fn holds_1500_idle_connections_and_still_answers() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let query = signed(
-        "getMeetings",
-        "",
-        SECRET,
-        tinyscale::checksum::Algorithm::Sha1,
-    );
-    let reply = get(&format!("{}getMeetings?{query}", lb.api())).await;
-    assert_eq!(reply.returncode(), Some("SUCCESS"), "{}", reply.body);
+    assert_serves(&lb).await;
     drop(idle);
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn running_out_of_file_descriptors_is_survived() {
-    let sims = Cluster::sims(1).await;
-    let file = scratch_dir().join("servers.json");
-    write_servers(&file, vec![entry(&sims, 0)]);
+    let (_sims, file) = one_server().await;
     // 80 descriptors, soft and hard: tinyscale cannot raise it, and more
     // clients come than it can hold.
-    let lb = Balancer::start_under_ulimit(
-        &[
-            ("TINYSCALE_SECRET", SECRET),
-            ("TINYSCALE_SERVERS", file.to_str().unwrap()),
-            ("TINYSCALE_THREADS", "2"),
-        ],
-        "-n 80",
-    );
+    let env = [
+        ("TINYSCALE_SECRET", SECRET),
+        ("TINYSCALE_SERVERS", &file),
+        ("TINYSCALE_THREADS", "2"),
+    ];
+    let lb = Balancer::start_under_ulimit(&env, "-n 80");
     assert!(lb.wait_for_log("is below TINYSCALE_MAX_CONNECTIONS").await);
     let metrics = lb.metrics_addr.expect("metrics on");
     let mut clients = Vec::new();
@@ -387,14 +389,7 @@ async fn running_out_of_file_descriptors_is_survived() {
     );
     // The clients leave: tinyscale serves again, on both addresses.
     drop(clients);
-    let query = signed(
-        "getMeetings",
-        "",
-        SECRET,
-        tinyscale::checksum::Algorithm::Sha1,
-    );
-    let reply = get(&format!("{}getMeetings?{query}", lb.api())).await;
-    assert_eq!(reply.returncode(), Some("SUCCESS"), "{}", reply.body);
+    assert_serves(&lb).await;
     let health = get(&format!("http://{metrics}/healthz")).await;
     assert_eq!(health.status, 200, "{}", health.body);
 }
@@ -405,8 +400,7 @@ async fn connections_past_the_limit_wait_for_a_free_place() {
     let mut held = Vec::new();
     for _ in 0..5 {
         let mut stream = connect(&cluster.lb).await;
-        stream.write_all(ROOT.as_bytes()).await.unwrap();
-        assert_eq!(answer(&mut stream).await.0, 200);
+        root_answered(&mut stream).await;
         held.push(stream);
     }
     // The kernel accepts the sixth; tinyscale does not serve it yet.

@@ -21,6 +21,7 @@ use serde_json::{Value, json};
 use tinyscale::api::{ApiRequest, Call};
 use tinyscale::checksum::{self, Algorithm, ChecksumError};
 use tinyscale::config::{ServerSpec, ServerState, parse_servers};
+use tinyscale::errors::escape;
 use tinyscale::xml;
 
 /// Cases per property: enough to find the edge cases the generators aim at,
@@ -462,21 +463,6 @@ fn xml_text(max: usize) -> BoxedStrategy<String> {
             .prop_map(str::to_string),
     ];
     vec(piece, 0..=max).prop_map(|p| p.concat()).boxed()
-}
-
-fn escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&apos;"),
-            _ => out.push(c),
-        }
-    }
-    out
 }
 
 /// Element content as BBB writes it: escaped text and CDATA sections, and

@@ -132,6 +132,33 @@ async fn lose(cluster: &Cluster, holder: usize, how: Loss) {
     assert!(done, "{}", cluster.lb.logs());
 }
 
+/// A join of the meeting, whose server is lost, answers serverUnavailable
+/// and makes the meeting nowhere.
+async fn assert_join_makes_nothing(cluster: &Cluster, meeting_id: &str) {
+    cluster.clear_requests();
+    let query = format!("meetingID={meeting_id}&fullName=Ada&role=MODERATOR");
+    let reply = cluster.call("join", &query).await;
+    assert_eq!(
+        reply.message_key(),
+        Some("serverUnavailable"),
+        "{}",
+        reply.body
+    );
+    assert_eq!(creates(cluster), 0);
+}
+
+/// Brings a server lost by [`Loss::Down`] back, and waits until tinyscale
+/// knows.
+async fn bring_back(cluster: &Cluster, holder: usize) {
+    let url = cluster.sims[holder].url();
+    cluster.sims[holder].set_mode(Mode::Normal);
+    let up = cluster
+        .lb
+        .wait_for_lines(&["server is up again", &url], 1)
+        .await;
+    assert!(up, "{}", cluster.lb.logs());
+}
+
 /// `tinyscale_recreated_meetings_total` of a running tinyscale.
 async fn recreated(lb: &Balancer) -> u64 {
     let text = get(&format!("http://{}/metrics", lb.metrics_addr.unwrap()))
@@ -175,9 +202,7 @@ async fn a_join_makes_the_meeting_again(how: Create, loss: Loss) {
     let holder = create(&cluster, &id, how).await;
     let original = the_create(&cluster.sims[holder]);
     lose(&cluster, holder, loss).await;
-    for sim in &cluster.sims {
-        sim.clear_requests();
-    }
+    cluster.clear_requests();
 
     // Meeting calls answer as they did, and make nothing.
     for call in ["getMeetingInfo", "isMeetingRunning", "end"] {
@@ -261,9 +286,7 @@ async fn concurrent_joins_make_the_meeting_once() {
     let cluster = std::sync::Arc::new(Cluster::start_with(3, &POLLS).await);
     let holder = create(&cluster, "crowded", Create::Slides).await;
     lose(&cluster, holder, Loss::Down).await;
-    for sim in &cluster.sims {
-        sim.clear_requests();
-    }
+    cluster.clear_requests();
     let joins: Vec<_> = (0..20)
         .map(|n| {
             let cluster = cluster.clone();
@@ -348,13 +371,7 @@ async fn when_the_old_server_comes_back_calls_go_to_the_later_copy() {
 
     // It comes back, still holding its copy.
     let url = cluster.sims[holder].url();
-    cluster.sims[holder].set_mode(Mode::Normal);
-    assert!(
-        cluster
-            .lb
-            .wait_for_lines(&["server is up again", &url], 1)
-            .await
-    );
+    bring_back(&cluster, holder).await;
     assert!(cluster.sims[holder].has_meeting("twice"));
     let stale = ["an older copy of the meeting", &url];
     assert!(
@@ -397,19 +414,7 @@ async fn with_recreation_off_nothing_is_made_again() {
     let holder = create(&cluster, "off", Create::Slides).await;
     let old = create_time_on(&cluster.sims[holder], "off").await;
     lose(&cluster, holder, Loss::Down).await;
-    for sim in &cluster.sims {
-        sim.clear_requests();
-    }
-    let reply = cluster
-        .call("join", "meetingID=off&fullName=Ada&role=MODERATOR")
-        .await;
-    assert_eq!(
-        reply.message_key(),
-        Some("serverUnavailable"),
-        "{}",
-        reply.body
-    );
-    assert_eq!(creates(&cluster), 0);
+    assert_join_makes_nothing(&cluster, "off").await;
     assert_eq!(recreated(&cluster.lb).await, 0);
 
     // The client's own create starts it anew elsewhere, as it always did;
@@ -418,13 +423,7 @@ async fn with_recreation_off_nothing_is_made_again() {
     assert_eq!(reply.returncode(), Some("SUCCESS"));
     let new = reply.field("createTime").unwrap().to_string();
     let url = cluster.sims[holder].url();
-    cluster.sims[holder].set_mode(Mode::Normal);
-    assert!(
-        cluster
-            .lb
-            .wait_for_lines(&["server is up again", &url], 1)
-            .await
-    );
+    bring_back(&cluster, holder).await;
     let stale = ["an older copy of the meeting", &url];
     assert!(
         cluster.lb.wait_for_lines(&stale, 1).await,
@@ -438,33 +437,11 @@ async fn with_recreation_off_nothing_is_made_again() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_meeting_found_only_by_a_poll_is_not_made_again() {
     let cluster = Cluster::start_with(2, &POLLS).await;
-    let query = "name=Elsewhere&meetingID=unseen";
-    assert_eq!(
-        direct(&cluster.sims[0], "create", query).await.returncode(),
-        Some("SUCCESS")
-    );
-    let url = cluster.sims[0].url();
-    let polled = cluster.lb.count_lines(&["polled", &url]);
-    assert!(
-        cluster
-            .lb
-            .wait_for_lines(&["polled", &url], polled + 2)
-            .await
-    );
-    lose(&cluster, 0, Loss::Down).await;
-    for sim in &cluster.sims {
-        sim.clear_requests();
-    }
-    let reply = cluster
-        .call("join", "meetingID=unseen&fullName=Ada&role=MODERATOR")
+    cluster
+        .create_behind_its_back(0, "name=Elsewhere&meetingID=unseen")
         .await;
-    assert_eq!(
-        reply.message_key(),
-        Some("serverUnavailable"),
-        "{}",
-        reply.body
-    );
-    assert_eq!(creates(&cluster), 0);
+    lose(&cluster, 0, Loss::Down).await;
+    assert_join_makes_nothing(&cluster, "unseen").await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -481,9 +458,7 @@ async fn a_create_of_a_lost_meeting_replaces_its_kept_call() {
         .expect("on a server that is up");
     // Lost again: a join makes it from the second call.
     lose(&cluster, second, Loss::Down).await;
-    for sim in &cluster.sims {
-        sim.clear_requests();
-    }
+    cluster.clear_requests();
     let (third, _) = join(&cluster, "meetingID=swap&fullName=Ada&role=MODERATOR").await;
     assert!(third != first && third != second);
     let again = the_create(&cluster.sims[third]);

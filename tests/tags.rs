@@ -154,9 +154,7 @@ async fn tags_choose_the_pool_of_a_new_meeting() {
     assert_tag_unavailable(&cluster, "prefix", "larg!", "larg").await;
 
     // The parameter reaches the server unchanged.
-    for sim in &cluster.sims {
-        sim.clear_requests();
-    }
+    cluster.clear_requests();
     let on = create_tagged(&cluster, "forwarded", Some(" eu ; x!")).await;
     assert_eq!(on, 1);
     let seen = cluster.sims[1].requests();

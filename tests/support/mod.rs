@@ -558,6 +558,24 @@ impl Cluster {
         );
     }
 
+    /// Creates a meeting on simulated server `i` directly, behind
+    /// tinyscale's back, and waits for two more polls of that server (the
+    /// second began after the create, so tinyscale has seen the meeting).
+    pub async fn create_behind_its_back(&self, i: usize, query: &str) {
+        let reply = direct(&self.sims[i], "create", query).await;
+        assert_eq!(reply.returncode(), Some("SUCCESS"), "{}", reply.body);
+        let url = self.sims[i].url();
+        let polled = self.lb.count_lines(&["polled", &url]);
+        assert!(self.lb.wait_for_lines(&["polled", &url], polled + 2).await);
+    }
+
+    /// Forgets the requests every simulated server has seen so far.
+    pub fn clear_requests(&self) {
+        for sim in &self.sims {
+            sim.clear_requests();
+        }
+    }
+
     /// Which simulated server holds the meeting (asserting at most one does).
     pub fn holder(&self, meeting_id: &str) -> Option<usize> {
         let holders: Vec<usize> = (0..self.sims.len())

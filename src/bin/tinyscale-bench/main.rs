@@ -202,6 +202,16 @@ fn info_source(setup: &Setup, via: Via) -> Source {
     )
 }
 
+/// create of a meeting that exists already: BBB answers duplicateWarning.
+fn existing_create_source(setup: &Setup, via: Via) -> Source {
+    setup.per_meeting(
+        via,
+        "create",
+        |id| format!("name=Bench+class&meetingID={id}"),
+        |_, _, _| success_with(&["duplicateWarning"]),
+    )
+}
+
 fn success_with(parts: &[&str]) -> Check {
     let mut all = vec!["<returncode>SUCCESS</returncode>".to_string()];
     all.extend(parts.iter().map(|p| p.to_string()));
@@ -572,14 +582,7 @@ async fn main() {
             "create of an existing meeting",
             rounds,
             seconds,
-            |via| {
-                setup.per_meeting(
-                    via,
-                    "create",
-                    |id| format!("name=Bench+class&meetingID={id}"),
-                    |_, _, _| success_with(&["duplicateWarning"]),
-                )
-            },
+            |via| existing_create_source(&setup, via),
         )
         .await,
     );
@@ -611,14 +614,7 @@ async fn main() {
                 "create of an existing meeting, tinyscale with Redis (shared create lock)",
                 rounds,
                 seconds,
-                |via| {
-                    setup_redis.per_meeting(
-                        via,
-                        "create",
-                        |id| format!("name=Bench+class&meetingID={id}"),
-                        |_, _, _| success_with(&["duplicateWarning"]),
-                    )
-                },
+                |via| existing_create_source(setup_redis, via),
             )
             .await,
         );
@@ -889,20 +885,14 @@ async fn instructions(dir: &std::path::Path) -> String {
         only: None,
         via: None,
     };
-    let create_existing = |via| {
-        setup.per_meeting(
-            via,
-            "create",
-            |id| format!("name=Bench+class&meetingID={id}"),
-            |_, _, _| success_with(&["duplicateWarning"]),
-        )
-    };
     let proxied: [(&str, &dyn Fn(Via) -> Source); 3] = [
         ("join (302 to the right server)", &|via| {
             join_source(&setup, via)
         }),
         ("getMeetingInfo (proxied)", &|via| info_source(&setup, via)),
-        ("create of an existing meeting", &create_existing),
+        ("create of an existing meeting", &|via| {
+            existing_create_source(&setup, via)
+        }),
     ];
     let mut rows = Vec::new();
     for (name, source) in proxied {
