@@ -392,3 +392,36 @@ async fn without_a_public_url_callbacks_pass_unchanged_and_check_warns() {
         "{out}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_meeting_made_again_elsewhere_calls_back_through_its_new_server() {
+    let lms = Lms::start(&[]).await;
+    let sims = Cluster::sims(2).await;
+    let entries = (0..2).map(|i| entry(&sims, i)).collect();
+    let cluster = Cluster::launch_public(sims, entries, "", &[("TINYSCALE_POLL_INTERVAL", "0.1")]);
+    let first = create_with_callbacks(&cluster, "moved", &lms).await;
+    let (old, new) = (&cluster.sims[first], &cluster.sims[1 - first]);
+    old.set_mode(Mode::Refuse);
+    assert!(
+        cluster
+            .lb
+            .wait_for_lines(&["server went down", &old.url()], 1)
+            .await
+    );
+    // The join makes the meeting again from its kept create: the relay in
+    // the new copy names the new server, whose secret its JWT is checked with.
+    let join = cluster
+        .call("join", "meetingID=moved&fullName=Ada&role=VIEWER")
+        .await;
+    assert_eq!(join.status, 302, "{}", join.body);
+    assert!(new.has_meeting("moved"));
+    let relay = server_meta(new, "moved", "bn-recording-ready-url").await;
+    assert!(relay.contains(&encode(&new.url())), "{relay}");
+    assert_eq!(new.send_recording_ready("moved", "r2").await, Ok(202));
+    let got = lms.wait_for(1).await;
+    let token = form_value(&got[0].body, "signed_parameters").unwrap();
+    assert_eq!(
+        verified(&token, SECRET).1,
+        json!({"meeting_id": "moved", "record_id": "r2"})
+    );
+}
