@@ -10,7 +10,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command.unwrap_or(Command::Serve) {
         // The balancer runs its own event-loop threads (see server::run).
-        Command::Serve => run_on(current_thread(), serve()),
+        Command::Serve => run_serve(),
         Command::Demo => run(tinyscale::demo::run()),
         Command::Sim { count } => run(tinyscale::demo::run_sims(usize::from(count))),
         Command::Status { json } => run_checked(tinyscale::status::status(json)),
@@ -63,15 +63,44 @@ fn run_checked(task: impl std::future::Future<Output = Result<bool, String>>) ->
     }
 }
 
-async fn serve() -> Result<(), String> {
-    let settings =
-        Settings::from_vars(|name| std::env::var(name).ok()).map_err(|e| e.to_string())?;
+/// Why `serve` stopped.
+enum ServeError {
+    /// The environment or the servers file is wrong: restarting cannot help.
+    Config(String),
+    /// Anything else (an address in use, no runtime): a restart may.
+    Failed(String),
+}
+
+/// Exit status of a configuration error: sysexits' EX_CONFIG, which systemd
+/// shows as "status=78/CONFIG" and the unit names in RestartPreventExitStatus,
+/// so that a service not yet given its secret fails once, clearly, rather
+/// than restarting every two seconds.
+const EXIT_CONFIG: u8 = 78;
+
+fn run_serve() -> ExitCode {
+    let outcome = current_thread()
+        .map_err(ServeError::Failed)
+        .and_then(|rt| rt.block_on(serve()));
+    let (code, message) = match outcome {
+        Ok(()) => return ExitCode::SUCCESS,
+        Err(ServeError::Config(message)) => (ExitCode::from(EXIT_CONFIG), message),
+        Err(ServeError::Failed(message)) => (ExitCode::FAILURE, message),
+    };
+    eprintln!("tinyscale: {message}");
+    code
+}
+
+async fn serve() -> Result<(), ServeError> {
+    let config = |e: config::ConfigError| ServeError::Config(e.to_string());
+    let settings = Settings::from_vars(|name| std::env::var(name).ok()).map_err(config)?;
     tinyscale::init_logging(&settings.log_filter, settings.log_format);
     let stop = tinyscale::stop_signal();
     let specs = config::load_servers(&settings.servers_path)
         .await
-        .map_err(|e| e.to_string())?;
-    let (listeners, app, _) = server::start(&settings, specs).await?;
+        .map_err(config)?;
+    let (listeners, app, _) = server::start(&settings, specs)
+        .await
+        .map_err(ServeError::Failed)?;
     server::run(listeners, app, stop).await;
     Ok(())
 }

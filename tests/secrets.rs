@@ -392,7 +392,7 @@ async fn refused_starts_print_no_secret() {
             ("TINYSCALE_SERVERS", file.to_str().unwrap()),
         ];
         let (code, output) = run(&["serve"], &env).await;
-        assert_eq!(code, Some(1), "{output}");
+        assert_eq!(code, Some(78), "a configuration error: {output}");
         forbidden.assert_absent("serve with a bad servers file", &output);
     }
 }

@@ -18,7 +18,8 @@ fn refuses_to_start_without_a_secret() {
         let Err((code, output)) = Balancer::try_start(&env) else {
             panic!("started without a secret")
         };
-        assert_ne!(code, Some(0));
+        // 78 (EX_CONFIG): the systemd unit does not restart on it.
+        assert_eq!(code, Some(78), "{output}");
         assert_eq!(output.lines().count(), 1, "{output}");
         assert!(output.contains("TINYSCALE_SECRET"), "{output}");
     }
@@ -53,7 +54,7 @@ fn refuses_a_bad_servers_file_naming_file_entry_and_problem() {
         ]) else {
             panic!("started with {text}")
         };
-        assert_ne!(code, Some(0));
+        assert_eq!(code, Some(78), "{output}");
         assert!(
             output.contains(file.to_str().unwrap()),
             "names the file: {output}"
@@ -61,12 +62,13 @@ fn refuses_a_bad_servers_file_naming_file_entry_and_problem() {
         assert!(output.contains(expected), "{text}: {output}");
     }
     let missing = dir.join("nope.json");
-    let Err((_, output)) = Balancer::try_start(&[
+    let Err((code, output)) = Balancer::try_start(&[
         ("TINYSCALE_SECRET", SECRET),
         ("TINYSCALE_SERVERS", missing.to_str().unwrap()),
     ]) else {
         panic!("started without a servers file")
     };
+    assert_eq!(code, Some(78), "{output}");
     assert!(output.contains("cannot be read"), "{output}");
 }
 
