@@ -13,8 +13,27 @@ fn main() -> ExitCode {
         Command::Serve => run_serve(),
         Command::Demo => run(tinyscale::demo::run()),
         Command::Sim { count } => run(tinyscale::demo::run_sims(usize::from(count))),
-        Command::Status { json } => run_checked(tinyscale::status::status(json)),
-        Command::Check => run_checked(tinyscale::status::check()),
+        Command::Status { json } => {
+            end_quietly_on_closed_pipe();
+            run_checked(tinyscale::status::status(json))
+        }
+        Command::Check => {
+            end_quietly_on_closed_pipe();
+            run_checked(tinyscale::status::check())
+        }
+    }
+}
+
+/// `tinyscale check | head` must end quietly when `head` goes, not panic in
+/// `println!`: these reports get the default SIGPIPE action back (Rust
+/// ignores the signal). Never for `serve`, where a client that leaves must
+/// not end the process.
+fn end_quietly_on_closed_pipe() {
+    #[cfg(unix)]
+    // SAFETY: setting a signal's disposition to its default before any
+    // thread starts.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }
 

@@ -479,3 +479,27 @@ fn the_systemd_unit_verifies() {
         "warnings about the unit: {text}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn check_into_a_closed_pipe_ends_quietly() {
+    let (_sims, file) = mixed_servers().await;
+    let file = file.to_string_lossy().into_owned();
+    let ended = tokio::task::spawn_blocking(move || {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_tinyscale"))
+            .arg("check")
+            .env_clear()
+            .env("TINYSCALE_SECRET", "s3cret-value")
+            .env("TINYSCALE_SERVERS", &file)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("tinyscale runs");
+        // `tinyscale check | head -c0`: the reader goes before the report.
+        drop(child.stdout.take());
+        child.wait_with_output().expect("it ends")
+    })
+    .await
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&ended.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
