@@ -510,6 +510,11 @@ pub async fn handle(app: &App, request: Request<Incoming>) -> Response<Body> {
             };
         }
         Target::Unsupported(name) => {
+            // A public URL given as the API URL puts the relay under
+            // /bigbluebutton/api/ too.
+            if let Some(kind) = Kind::of_path(&path) {
+                return callbacks::receive(kind, request, app.receiving()).await;
+            }
             let name = name.to_string();
             (name, None, Outcome::local(ApiError::Unsupported, None))
         }

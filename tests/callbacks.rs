@@ -292,11 +292,12 @@ async fn callbacks_that_do_not_verify_are_refused_and_not_forwarded() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_lms_that_fails_is_tried_again() {
-    // Two failures, then it takes it: delivered at the third try.
+    // Two failures, then it takes it: delivered at the third try. (The
+    // public URL given as the API URL works too.)
     let lms = Lms::start(&[503, 500]).await;
     let sims = Cluster::sims(1).await;
     let entries = vec![entry(&sims, 0)];
-    let cluster = Cluster::launch_public(sims, entries, "", &[]);
+    let cluster = Cluster::launch_public(sims, entries, "/bigbluebutton/api", &[]);
     create_with_callbacks(&cluster, "retry", &lms).await;
     assert_eq!(
         cluster.sims[0].send_recording_ready("retry", "r").await,
