@@ -240,9 +240,14 @@ impl ApiRequest {
     /// so the parameters nobody reads cost nothing.
     pub fn param(&self, name: &str) -> Option<std::borrow::Cow<'_, str>> {
         let body: &[u8] = if self.form_params { &self.body } else { &[] };
-        form_urlencoded::parse(self.raw_query.as_bytes())
-            .chain(form_urlencoded::parse(body))
-            .find(|(k, _)| k == name)
+        // Only the pair asked for is decoded: decoding every value on the
+        // way (a `+` or `%` costs an allocation) was a tenth of a join.
+        self.raw_query
+            .as_bytes()
+            .split(|&b| b == b'&')
+            .chain(body.split(|&b| b == b'&'))
+            .find(|pair| !pair.is_empty() && is_named(pair, name))
+            .and_then(|pair| form_urlencoded::parse(pair).next())
             .map(|(_, v)| v)
     }
 
@@ -461,9 +466,10 @@ pub fn signed_url(server: &ServerSpec, call: Call, query: &str) -> String {
 fn is_named(pair: &[u8], name: &str) -> bool {
     let raw = pair.split(|&b| b == b'=').next().unwrap_or_default();
     raw == name.as_bytes()
-        || form_urlencoded::parse(raw)
-            .next()
-            .is_some_and(|(k, _)| k == name)
+        || (raw.iter().any(|&b| b == b'%' || b == b'+')
+            && form_urlencoded::parse(raw)
+                .next()
+                .is_some_and(|(k, _)| k == name))
 }
 
 /// Replaces the raw value of every `name=` pair, leaving every other byte.
@@ -664,6 +670,39 @@ mod tests {
         let mut expected_body = b"name=\xC3%BC\xFF&meetingID=m&checksum=".to_vec();
         expected_body.extend_from_slice(expected.as_bytes());
         assert_eq!(out.body, Bytes::from(expected_body));
+    }
+
+    #[test]
+    fn param_reads_names_as_bbb_web_does_and_decodes_only_the_one_asked() {
+        let request = get(
+            Call::Join,
+            "fullName=Ada+L%C3%B6w&%72ole=VIEWER&&meetingID=m&createTime&userID=%2B1&meetingID=second",
+        )
+        .unwrap();
+        // The reference: every pair decoded, the first of that name.
+        let reference = |name: &str| {
+            form_urlencoded::parse(request.raw_query.as_bytes())
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.into_owned())
+        };
+        for name in [
+            "fullName",
+            "role",
+            "meetingID",
+            "createTime",
+            "userID",
+            "checksum",
+            "none",
+            "",
+        ] {
+            assert_eq!(
+                request.param(name).map(|v| v.into_owned()),
+                reference(name),
+                "{name}"
+            );
+        }
+        assert_eq!(request.param("fullName").as_deref(), Some("Ada Löw"));
+        assert_eq!(request.param("createTime").as_deref(), Some(""));
     }
 
     #[test]
