@@ -287,9 +287,8 @@ impl ApiRequest {
     /// recordings from `offset` on: the client's own `limit` and `offset`
     /// left out, every other parameter as sent.
     pub fn for_server_paged(&self, server: &ServerSpec, limit: usize, offset: usize) -> Outgoing {
-        let call = self.call.name();
         let paging = format!("limit={limit}&offset={offset}");
-        let without = |raw: &[u8]| {
+        let paged = |raw: &[u8]| {
             let mut kept: Vec<u8> = remove_param(&remove_param(raw, "limit"), "offset")
                 .split(|&b| b == b'&')
                 .filter(|pair| !pair.is_empty())
@@ -301,26 +300,7 @@ impl ApiRequest {
             kept.extend_from_slice(paging.as_bytes());
             kept
         };
-        match &self.signing {
-            Signing::Query(unsigned) => {
-                let unsigned = String::from_utf8_lossy(&without(unsigned.as_bytes())).into_owned();
-                Outgoing {
-                    uri: signed_url(server, self.call, &unsigned),
-                    body: self.body.clone(),
-                }
-            }
-            Signing::FormBody => {
-                let mut body = without(&remove_param(&self.body, "checksum"));
-                let (signed, _) = checksum::form_body_signing_string(&body);
-                let sum = checksum::sign(call, &signed, &server.secret, server.checksum);
-                body.extend_from_slice(b"&checksum=");
-                body.extend_from_slice(sum.as_bytes());
-                Outgoing {
-                    uri: format!("{}{call}", server.api_root()),
-                    body: Bytes::from(body),
-                }
-            }
-        }
+        self.for_server_editing(server, Some(&paged))
     }
 
     /// The request as `server` must receive it, with the raw value of the
