@@ -367,7 +367,7 @@ async fn without_a_public_url_callbacks_pass_unchanged_and_check_warns() {
         ("TINYSCALE_SECRET", SECRET),
         ("TINYSCALE_SERVERS", file.as_str()),
     ];
-    let (code, out) = run_tinyscale(&["check"], &env).await;
+    let (code, out, _) = run_tinyscale(&["check"], &env).await;
     assert_eq!(code, Some(0), "a warning does not fail the check: {out}");
     for sim in &cluster.sims {
         assert!(
@@ -385,7 +385,7 @@ async fn without_a_public_url_callbacks_pass_unchanged_and_check_warns() {
         ("TINYSCALE_SERVERS", file.as_str()),
         ("TINYSCALE_PUBLIC_URL", "https://lb.example.org"),
     ];
-    let (code, out) = run_tinyscale(&["check"], &env).await;
+    let (code, out, _) = run_tinyscale(&["check"], &env).await;
     assert_eq!(code, Some(0), "{out}");
     assert!(!out.contains("WARNING"), "{out}");
     assert!(

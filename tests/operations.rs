@@ -186,40 +186,6 @@ async fn reloads_are_counted() {
     assert_eq!(parsed["tinyscale_reloads_total{result=\"ok\"}"], 1.0);
 }
 
-/// Runs `tinyscale ARGS` with only these environment variables.
-fn tinyscale(args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String, String) {
-    let output = Command::new(env!("CARGO_BIN_EXE_tinyscale"))
-        .args(args)
-        .env_clear()
-        .envs(env.iter().copied())
-        .output()
-        .expect("tinyscale runs");
-    (
-        output.status.code(),
-        String::from_utf8_lossy(&output.stdout).into_owned(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
-}
-
-/// `tinyscale` run off the async workers (the simulated servers need them).
-async fn tinyscale_off_thread(
-    args: &[&str],
-    env: &[(&str, &str)],
-) -> (Option<i32>, String, String) {
-    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
-    let env: Vec<(String, String)> = env
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-    tokio::task::spawn_blocking(move || {
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-        tinyscale(&args, &env)
-    })
-    .await
-    .unwrap()
-}
-
 /// A good server, one whose secret in servers.json is wrong, and one that
 /// is unreachable, plus a disabled one.
 async fn mixed_servers() -> (Vec<SimHandle>, std::path::PathBuf) {
@@ -250,7 +216,7 @@ async fn status_shows_every_server_live() {
     );
     sims[0].add_attendee("one", "Ada", "VIEWER", true);
     let path = file.to_str().unwrap();
-    let (code, out, _) = tinyscale_off_thread(&["status"], &[("TINYSCALE_SERVERS", path)]).await;
+    let (code, out, _) = run_tinyscale(&["status"], &[("TINYSCALE_SERVERS", path)]).await;
     assert_eq!(code, Some(1), "a server is down: {out}");
     let header = out.lines().next().unwrap();
     for column in [
@@ -276,8 +242,7 @@ async fn status_shows_every_server_live() {
     assert!(out.contains("refuses our checksum"), "{out}");
     assert!(!out.contains("not-the-real-one") && !out.contains("good-secret"));
 
-    let (_, out, _) =
-        tinyscale_off_thread(&["status", "--json"], &[("TINYSCALE_SERVERS", path)]).await;
+    let (_, out, _) = run_tinyscale(&["status", "--json"], &[("TINYSCALE_SERVERS", path)]).await;
     let reports: serde_json::Value = serde_json::from_str(&out).expect("JSON");
     assert_eq!(reports[0]["up"], true);
     assert_eq!(reports[0]["tags"], serde_json::json!(["large", "eu"]));
@@ -295,7 +260,7 @@ async fn status_shows_every_server_live() {
         &file,
         vec![serde_json::json!({"host": sims[0].url(), "secret": "good-secret"})],
     );
-    let (code, _, _) = tinyscale_off_thread(
+    let (code, _, _) = run_tinyscale(
         &["status"],
         &[("TINYSCALE_SERVERS", file.to_str().unwrap())],
     )
@@ -310,7 +275,7 @@ async fn check_says_what_is_wrong_and_fails() {
         ("TINYSCALE_SERVERS", file.to_str().unwrap()),
         ("TINYSCALE_SECRET", "s3cret-value"),
     ];
-    let (code, out, _) = tinyscale_off_thread(&["check"], &env).await;
+    let (code, out, _) = run_tinyscale(&["check"], &env).await;
     assert_eq!(code, Some(1), "{out}");
     assert!(
         out.contains(&format!(
@@ -343,7 +308,7 @@ async fn check_says_what_is_wrong_and_fails() {
         ("TINYSCALE_SERVERS", good.to_str().unwrap()),
         ("TINYSCALE_SECRET", "s"),
     ];
-    let (code, out, _) = tinyscale_off_thread(&["check"], &env).await;
+    let (code, out, _) = run_tinyscale(&["check"], &env).await;
     assert_eq!(code, Some(0), "{out}");
     assert!(out.contains("No problems found."));
 
@@ -351,7 +316,7 @@ async fn check_says_what_is_wrong_and_fails() {
     let bad = scratch_dir().join("bad.json");
     write_file(&bad, "[]");
     let (code, out, _) =
-        tinyscale_off_thread(&["check"], &[("TINYSCALE_SERVERS", bad.to_str().unwrap())]).await;
+        run_tinyscale(&["check"], &[("TINYSCALE_SERVERS", bad.to_str().unwrap())]).await;
     assert_eq!(code, Some(1));
     assert!(
         out.contains("PROBLEM environment: TINYSCALE_SECRET is not set"),
@@ -372,7 +337,7 @@ fn every_subcommand_has_help_and_version() {
     ] {
         let mut args = sub.to_vec();
         args.push("--version");
-        let (code, out, _) = tinyscale(&args, &[]);
+        let (code, out, _) = run_tinyscale_blocking(&args, &[]);
         assert_eq!(code, Some(0));
         assert_eq!(
             out,
@@ -382,12 +347,12 @@ fn every_subcommand_has_help_and_version() {
         let mut args = sub.to_vec();
         args.push("--help");
         let secret = [("TINYSCALE_SECRET", "do-not-show-me")];
-        let (code, out, _) = tinyscale(&args, &secret);
+        let (code, out, _) = run_tinyscale_blocking(&args, &secret);
         assert_eq!(code, Some(0));
         assert!(out.contains("Usage: tinyscale"), "{out}");
         assert!(!out.contains("do-not-show-me"), "help shows no secret");
     }
-    let (_, out, _) = tinyscale(&["--help"], &[]);
+    let (_, out, _) = run_tinyscale_blocking(&["--help"], &[]);
     assert!(out.contains("TINYSCALE_SECRET"));
 }
 
@@ -399,7 +364,7 @@ fn unknown_flags_and_commands_are_refused_clearly() {
         &["frobnicate"],
         &["sim", "zero"],
     ] {
-        let (code, out, err) = tinyscale(args, &[]);
+        let (code, out, err) = run_tinyscale_blocking(args, &[]);
         assert_eq!(code, Some(2), "{args:?}");
         assert!(out.is_empty());
         assert!(err.starts_with("error:"), "{err}");

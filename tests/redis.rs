@@ -308,19 +308,10 @@ async fn a_create_lock_whose_holder_died_expires() {
 }
 
 /// Runs `tinyscale ARGS` with only these environment variables.
-fn tool(args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String) {
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_tinyscale"))
-        .args(args)
-        .env_clear()
-        .envs(env.iter().copied())
-        .output()
-        .expect("tinyscale runs");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    (output.status.code(), text)
+/// A subcommand's exit code and all it printed.
+async fn tool(args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String) {
+    let (code, stdout, stderr) = run_tinyscale(args, env).await;
+    (code, format!("{stdout}{stderr}"))
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -341,20 +332,21 @@ async fn the_redis_password_is_never_shown_and_check_names_redis() {
         ("TINYSCALE_SERVERS", file.as_str()),
         ("TINYSCALE_REDIS_URL", url.as_str()),
     ];
-    let (code, check) = tool(&["check"], &env);
+    let (code, check) = tool(&["check"], &env).await;
     assert_eq!(code, Some(0), "{check}");
     assert!(check.contains("Redis redis://127.0.0.1:"), "{check}");
-    let (_, status) = tool(&["status"], &env);
+    let (_, status) = tool(&["status"], &env).await;
     assert!(status.contains("Redis redis://127.0.0.1:"), "{status}");
     redis.stop();
-    let (code, check) = tool(&["check"], &env);
+    let (code, check) = tool(&["check"], &env).await;
     assert_eq!(code, Some(1), "{check}");
     assert!(check.contains("PROBLEM Redis"), "{check}");
     assert!(wait_redis_up(pair.instance(0), 0).await);
     let (_, bad) = tool(
         &["check"],
         &[("TINYSCALE_REDIS_URL", "http://:redis-pw-5f1e2d3c@host/")],
-    );
+    )
+    .await;
     let metrics = get(&format!(
         "http://{}/metrics",
         pair.instance(0).metrics_addr.unwrap()

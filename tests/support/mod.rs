@@ -121,22 +121,40 @@ pub async fn direct(sim: &SimHandle, call: &str, query: &str) -> Reply {
     get(&format!("{}/bigbluebutton/api/{call}?{query}", sim.url())).await
 }
 
-/// Runs `tinyscale` with `args` and only `env` (off the async workers, which
-/// the simulated servers need); its exit code and standard output.
-pub async fn run_tinyscale(args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String) {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_tinyscale"));
-    command.args(args).env_clear();
-    for (k, v) in env {
-        command.env(k, v);
-    }
-    let output = tokio::task::spawn_blocking(move || command.output())
-        .await
-        .unwrap()
+/// Runs `tinyscale` with `args` and only `env`: its exit code, standard
+/// output and standard error.
+pub fn run_tinyscale_blocking(
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> (Option<i32>, String, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_tinyscale"))
+        .args(args)
+        .env_clear()
+        .envs(env.iter().copied())
+        .output()
         .expect("tinyscale runs");
     (
         output.status.code(),
         String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
     )
+}
+
+/// [`run_tinyscale_blocking`] off the async workers (the simulated servers
+/// need them).
+pub async fn run_tinyscale(args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String, String) {
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    let env: Vec<(String, String)> = env
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        run_tinyscale_blocking(&args, &env)
+    })
+    .await
+    .unwrap()
 }
 
 static NEXT_DIR: AtomicUsize = AtomicUsize::new(0);
