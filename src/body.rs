@@ -16,6 +16,33 @@ use std::task::{Context, Poll};
 /// Why a body stopped: whatever failed, boxed.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
+/// Why a client's body could not be read whole.
+#[derive(Debug, PartialEq, Eq)]
+pub enum NotRead {
+    /// Announced, or found, larger than the limit.
+    TooLarge,
+    /// The client's connection failed while sending it.
+    Broken,
+}
+
+/// A client's body read whole within `limit` bytes. One announced larger
+/// (Content-Length) is refused before a byte of it is read.
+pub async fn read_whole<B>(body: B, limit: usize) -> Result<Bytes, NotRead>
+where
+    B: http_body::Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
+    use http_body_util::BodyExt;
+    if body.size_hint().lower() > limit as u64 {
+        return Err(NotRead::TooLarge);
+    }
+    match http_body_util::Limited::new(body, limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(NotRead::TooLarge),
+        Err(_) => Err(NotRead::Broken),
+    }
+}
+
 /// A body that streams, of any kind (a server's answer, a merged list). A
 /// struct rather than the bare box: bounding [`HeldOr`]'s `S` by the boxed
 /// trait object itself trips a rustc lifetime bug ("one type is more

@@ -19,12 +19,12 @@
 //! where a create goes (see `routing`) or the wire (see `backend`).
 
 use crate::backend::Backend;
+use crate::body::{self, NotRead};
 use crate::config::ServerSpec;
 use crate::errors::{self, Body};
 use crate::metrics::Metrics;
 use crate::state::State;
 use bytes::Bytes;
-use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use hyper::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
@@ -378,28 +378,26 @@ pub async fn receive(kind: Kind, request: Request<Incoming>, at: Receiving<'_>) 
             .insert(hyper::header::ALLOW, HeaderValue::from_static("POST"));
         return answer;
     }
-    let refused = |why: Refusal| {
-        tracing::warn!(callback = kind.name(), "callback refused: {why}");
+    // `server`: the one the relay URL names, once known.
+    let refused = |server: &str, why: Refusal| {
+        tracing::warn!(callback = kind.name(), server, "callback refused: {why}");
         at.metrics.callback(kind.name(), "refused", 1);
         text(StatusCode::UNAUTHORIZED, "Unauthorized\n")
     };
     let relayed = match at.relay.check(kind, request.uri().query().unwrap_or("")) {
         Ok(relayed) => relayed,
-        Err(why) => return refused(why),
+        Err(why) => return refused("-", why),
     };
     let Some(server) = at.state.cluster().get(&relayed.server).cloned() else {
-        return refused(Refusal::UnknownServer(relayed.server));
+        return refused("-", Refusal::UnknownServer(relayed.server));
     };
     let (parts, body) = request.into_parts();
-    if http_body::Body::size_hint(&body).lower() > at.max_body as u64 {
-        return text(StatusCode::PAYLOAD_TOO_LARGE, "Payload Too Large\n");
-    }
-    let body = match Limited::new(body, at.max_body).collect().await {
-        Ok(body) => body.to_bytes(),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+    let body = match body::read_whole(body, at.max_body).await {
+        Ok(body) => body,
+        Err(NotRead::TooLarge) => {
             return text(StatusCode::PAYLOAD_TOO_LARGE, "Payload Too Large\n");
         }
-        Err(_) => return text(StatusCode::BAD_REQUEST, "Bad Request\n"),
+        Err(NotRead::Broken) => return text(StatusCode::BAD_REQUEST, "Bad Request\n"),
     };
     let delivery = match re_signed(
         kind,
@@ -411,15 +409,7 @@ pub async fn receive(kind: Kind, request: Request<Incoming>, at: Receiving<'_>) 
         body,
     ) {
         Ok(delivery) => delivery,
-        Err(why) => {
-            tracing::warn!(
-                callback = kind.name(),
-                server = server.name(),
-                "callback refused: {why}"
-            );
-            at.metrics.callback(kind.name(), "refused", 1);
-            return text(StatusCode::UNAUTHORIZED, "Unauthorized\n");
-        }
+        Err(why) => return refused(server.name(), why),
     };
     tracing::info!(
         callback = kind.name(),

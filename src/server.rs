@@ -9,6 +9,7 @@
 
 use crate::api::{self, ApiRequest, Call, Target};
 use crate::backend::Backend;
+use crate::body::NotRead;
 use crate::callbacks::{self, Kind, Receiving, Relay};
 use crate::checksum::Algorithm;
 use crate::config::{self, ServerSpec, Settings};
@@ -22,7 +23,6 @@ use crate::shared::Redis;
 use crate::state::{PlacementPolicy, ReloadSummary, State};
 use crate::upload::{ClientBody, Upload, UploadFailure};
 use bytes::Bytes;
-use http_body_util::{BodyExt, Limited};
 use hyper::Method;
 use hyper::body::Incoming;
 use hyper::header::CONTENT_TYPE;
@@ -611,10 +611,10 @@ async fn read_request(
         let request = parse(Bytes::new())?;
         return Ok(request.with_upload(Upload::new(ClientBody::new(body, limit as u64))));
     }
-    match Limited::new(body, limit).collect().await {
-        Ok(bytes) => parse(bytes.to_bytes()),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(too_large),
-        Err(_) => Err(ApiError::Internal(
+    match crate::body::read_whole(body, limit).await {
+        Ok(bytes) => parse(bytes),
+        Err(NotRead::TooLarge) => Err(too_large),
+        Err(NotRead::Broken) => Err(ApiError::Internal(
             "The request body could not be read.".into(),
         )),
     }
