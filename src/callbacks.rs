@@ -197,7 +197,8 @@ impl Relay {
     /// replaced by its relay URL, every other byte as it came. Unchanged
     /// without `TINYSCALE_PUBLIC_URL`.
     pub fn change_pairs(&self, raw: &[u8], server: &ServerSpec) -> Vec<u8> {
-        change_values(raw, |name, value| {
+        let wanted = |name: &str| Kind::of_param(name).is_some();
+        change_values(raw, wanted, |name, value| {
             let kind = Kind::of_param(name).filter(|_| is_http_url(value))?;
             self.relay_url(kind, &server.base, value)
         })
@@ -206,24 +207,32 @@ impl Relay {
 
 /// Raw `name=value` pairs (a URL query or a form body) with the values
 /// `change(name, value)` gives (both decoded; the new value is encoded
-/// here) put in, every other byte as it came.
-fn change_values(raw: &[u8], change: impl Fn(&str, &str) -> Option<String>) -> Vec<u8> {
+/// here) put in, every other byte as it came. A value is decoded only when
+/// `wanted(name)`: a create has many parameters, few of them callbacks.
+fn change_values(
+    raw: &[u8],
+    wanted: impl Fn(&str) -> bool,
+    change: impl Fn(&str, &str) -> Option<String>,
+) -> Vec<u8> {
     raw.split(|&b| b == b'&')
         .map(|pair| {
-            let eq = pair.iter().position(|&b| b == b'=');
-            let new = eq.and_then(|_| {
-                let (name, value) = form_urlencoded::parse(pair).next()?;
-                change(&name, &value)
-            });
-            match (eq, new) {
-                (Some(eq), Some(new)) => {
+            let Some(eq) = pair.iter().position(|&b| b == b'=') else {
+                return pair.to_vec();
+            };
+            let new = form_urlencoded::parse(&pair[..eq])
+                .next()
+                .filter(|(name, _)| wanted(name))
+                .and_then(|_| form_urlencoded::parse(pair).next())
+                .and_then(|(name, value)| change(&name, &value));
+            match new {
+                Some(new) => {
                     let mut changed = pair[..=eq].to_vec();
                     changed.extend(
                         form_urlencoded::byte_serialize(new.as_bytes()).flat_map(str::bytes),
                     );
                     changed
                 }
-                _ => pair.to_vec(),
+                None => pair.to_vec(),
             }
         })
         .collect::<Vec<_>>()
@@ -326,9 +335,8 @@ pub fn re_signed(
                 .map(|(_, v)| v.into_owned())
                 .ok_or(Refusal::NoToken)?;
             let token = resigned(&token)?;
-            let body = change_values(&body, |name, _| {
-                (name == "signed_parameters").then(|| token.clone())
-            });
+            let named = |name: &str| name == "signed_parameters";
+            let body = change_values(&body, named, |_, _| Some(token.clone()));
             (Bytes::from(body), None)
         }
         Kind::Analytics => {
